@@ -1,0 +1,224 @@
+"""Execution grading (pass@1): run the answer and the task's tests in two sandboxes joined by pipes.
+
+One grade = two short-lived sandboxed interpreters (see ``sandbox``):
+
+* the *answer* process loads the prelude (the problem's own trusted code) and the extracted answer, then
+  serves calls of the entry point;
+* the *harness* process loads the prelude and the tests, binds the entry point's name to a proxy that
+  forwards calls to the answer process, runs the tests and writes the verdict, with a nonce that only it
+  received, to a pipe only it holds.
+
+The parent enforces the wall-clock limit, kills both process groups whatever happens, and maps exit
+statuses (CPU limit, memory, crash) to a verdict with a reason. Everything is per call: no state is
+shared between grades, so any number of processes may grade at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from loadgen.grading import sandbox
+from loadgen.grading.result import Verdict
+
+STARTUP_GRACE_S = 1.0
+RESULT_LIMIT_BYTES = 64 * 1024
+OUTPUT_LIMIT_BYTES = 1024 * 1024
+TMPFS_BYTES = 16 * 1024 * 1024
+_SIGNAL_REASONS = {
+    signal.SIGXCPU: "hit the CPU time limit",
+    signal.SIGKILL: "was killed (SIGKILL: memory or a limit)",
+    signal.SIGSEGV: "crashed (SIGSEGV, e.g. a C stack overflow)",
+    signal.SIGSYS: "made a forbidden system call (SIGSYS)",
+    signal.SIGABRT: "aborted (SIGABRT)",
+    signal.SIGXFSZ: "hit the file size limit",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float
+    memory_mb: int
+
+    @property
+    def cpu_s(self) -> int:
+        return math.ceil(self.timeout_s) + 1
+
+
+@cache
+def _script(runner: str) -> str:
+    here = Path(__file__).parent
+    parts = [(here / name).read_text(encoding="utf-8") for name in ("_wire.py", "_hardening.py", runner)]
+    return "\n\n".join(parts)
+
+
+def _exit_reason(returncode: int | None, mode: sandbox.SandboxMode) -> tuple[Verdict, str]:
+    """Verdict and words for how a runner ended (bwrap reports a signal as 128 + signo)."""
+    if returncode is None:
+        return "error", "did not end"
+    signo = -returncode if returncode < 0 else (returncode - 128 if mode == "bwrap" and returncode > 128 else 0)
+    if signo:
+        reason = _SIGNAL_REASONS.get(signo, f"was killed by signal {signo}")
+        return ("timeout" if signo == signal.SIGXCPU else "error"), reason
+    return "error", f"exited with status {returncode}"
+
+
+def _write_payload(directory: Path, payload: dict[str, object]) -> None:
+    directory.mkdir(mode=0o700)
+    (directory / "payload.json").write_text(json.dumps(payload), encoding="utf-8")
+
+
+def _read_result(fd: int, deadline: float) -> bytes | None:
+    """Everything the harness wrote before closing, or None at the deadline."""
+    data = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > RESULT_LIMIT_BYTES:
+            return bytes(data[:RESULT_LIMIT_BYTES])
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.kill()
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 300))
+            return handle.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _spawn(launch: sandbox.Launch, output: Path, stdin: int, fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    with output.open("wb") as sink:
+        return subprocess.Popen(  # noqa: S603 - argv is built by sandbox.launch, never from input text
+            launch.argv,
+            stdin=stdin,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            pass_fds=fds,
+            cwd=launch.cwd,
+            env=launch.env,
+            user=launch.uid,
+            group=launch.uid,
+            extra_groups=[] if launch.uid is not None else None,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def run_tests(prelude: str, program: str, tests: str, entry_point: str, limits: Limits) -> tuple[Verdict, str]:
+    """Grade ``program`` against ``tests``; returns (verdict, detail)."""
+    mode = sandbox.resolve_mode()
+    nonce = secrets.token_hex(16)
+    common = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_bytes": OUTPUT_LIMIT_BYTES}
+    root = Path(tempfile.mkdtemp(prefix="m3bench-grade-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    pipes: list[int] = []
+    try:
+        root.chmod(0o711)
+        _write_payload(root / "answer", {**common, "prelude": prelude, "code": program, "entry_point": entry_point})
+        _write_payload(root / "harness", {**common, "prelude": prelude, "tests": tests, "entry_point": entry_point})
+        (root / "answer-work").mkdir(mode=0o700)
+        (root / "harness-work").mkdir(mode=0o700)
+        call_r, call_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        result_r, result_w = os.pipe()
+        nonce_r, nonce_w = os.pipe()
+        pipes = [call_r, call_w, reply_r, reply_w, result_r, result_w, nonce_r, nonce_w]
+        answer = sandbox.launch(
+            mode, "answer", _script("_answer_runner.py"),
+            ["/task/payload.json", str(call_r), str(reply_w)],
+            root / "answer", root / "answer-work", TMPFS_BYTES,
+        )  # fmt: skip
+        harness = sandbox.launch(
+            mode, "harness", _script("_test_harness.py"),
+            ["/task/payload.json", str(call_w), str(reply_r), str(result_w)],
+            root / "harness", root / "harness-work", TMPFS_BYTES,
+        )  # fmt: skip
+        started = time.monotonic()
+        processes.append(_spawn(answer, root / "answer.out", subprocess.DEVNULL, (call_r, reply_w)))
+        processes.append(_spawn(harness, root / "harness.out", nonce_r, (call_w, reply_r, result_w)))
+        for fd in (call_r, call_w, reply_r, reply_w, result_w, nonce_r):
+            os.close(fd)
+        os.write(nonce_w, (nonce + "\n").encode("ascii"))
+        os.close(nonce_w)
+        pipes = [result_r]
+        raw = _read_result(result_r, started + limits.timeout_s + STARTUP_GRACE_S)
+        return _interpret(raw, nonce, processes, mode, limits, root)
+    finally:
+        for process in processes:
+            _kill(process)
+        for fd in pipes:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _interpret(
+    raw: bytes | None,
+    nonce: str,
+    processes: list[subprocess.Popen[bytes]],
+    mode: sandbox.SandboxMode,
+    limits: Limits,
+    root: Path,
+) -> tuple[Verdict, str]:
+    answer, harness = processes
+    if raw is None:
+        return "timeout", f"no verdict within {limits.timeout_s:g} s (wall clock)"
+    if not raw:
+        try:
+            harness.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        verdict, reason = _exit_reason(harness.poll(), mode)
+        tail = _tail(root / "harness.out")
+        return verdict, f"test harness ended without a verdict: {reason}" + (f" ({tail})" if tail else "")
+    try:
+        message = json.loads(raw.decode("utf-8"))
+        verdict, detail = message["verdict"], str(message["detail"])
+        if message["nonce"] != nonce or verdict not in ("pass", "fail", "error", "timeout"):
+            raise ValueError("nonce or verdict mismatch")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "error", "test harness wrote an invalid verdict"
+    if detail.startswith("died:"):
+        try:
+            answer.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        verdict, reason = _exit_reason(answer.poll(), mode)
+        tail = _tail(root / "answer.out")
+        phase = detail.removeprefix("died:").strip()
+        detail = f"answer process {reason} {phase}" + (f"; its output ends: {tail[-200:]}" if tail else "")
+    return verdict, detail
