@@ -14,7 +14,7 @@ from loadgen.grading.execution import Limits, run_tests
 from loadgen.grading.extract import extract_program
 from loadgen.grading.matching import grade_choice, grade_exact
 from loadgen.grading.result import GradeResult, Verdict
-from loadgen.grading.sandbox import SandboxUnavailable
+from loadgen.grading.sandbox import SandboxUnavailableError
 from loadgen.tasks.schema import TaskRecord
 
 __all__ = ["GradeResult", "Verdict", "grade"]
@@ -32,7 +32,7 @@ def _grade_execution(task: TaskRecord, answer: str) -> tuple[Verdict, str]:
     limits = Limits(timeout_s=task.grading.timeout_s, memory_mb=task.grading.memory_mb)
     try:
         verdict, detail = run_tests(prelude, extracted.program, task.grading.tests, task.entry_point, limits)
-    except SandboxUnavailable as exc:
+    except SandboxUnavailableError as exc:
         return "error", str(exc)
     except OSError as exc:
         return "error", f"could not start the sandbox: {exc}"

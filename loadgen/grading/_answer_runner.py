@@ -14,10 +14,11 @@ import builtins
 import json
 import sys
 import traceback
+from typing import Any
 
 try:  # the sandbox receives these modules' source text ahead of this one
     from loadgen.grading._hardening import harden
-    from loadgen.grading._wire import Unencodable, decode_value, encode_value, recv_frame, send_frame
+    from loadgen.grading._wire import UnencodableError, decode_value, encode_value, recv_frame, send_frame
 except ImportError:
     pass
 
@@ -30,7 +31,7 @@ def _short(exc: BaseException) -> str:
 def _message(exc: BaseException) -> str:
     try:
         return str(exc)[:400]
-    except Exception:  # noqa: BLE001 - a broken __str__ must not stop the reply
+    except Exception:
         return "<unprintable>"
 
 
@@ -61,8 +62,8 @@ def _serve(function: object, call_fd: int, reply_fd: int) -> None:
         message = recv_frame(call_fd)
         if message is None:
             return
-        args = decode_value(message["args"])  # type: ignore[index]
-        kwargs = decode_value(message["kwargs"])  # type: ignore[index]
+        args: Any = decode_value(message["args"])  # type: ignore[index]
+        kwargs: Any = decode_value(message["kwargs"])  # type: ignore[index]
         try:
             result = function(*args, **kwargs)  # type: ignore[operator]
         except BaseException as exc:
@@ -70,7 +71,7 @@ def _serve(function: object, call_fd: int, reply_fd: int) -> None:
         else:
             try:
                 reply = {"ok": encode_value(result)}
-            except Unencodable as exc:
+            except UnencodableError as exc:
                 reply = {"unencodable": str(exc)}
             except RecursionError:
                 reply = {"unencodable": "value nested too deeply"}

@@ -33,25 +33,46 @@ _JSET_K = 0x45
 _JGE_K = 0x35
 _RET_K = 0x06
 
-# arch -> (AUDIT_ARCH value, denied syscalls, clone, clone3, kill, tkill, tgkill)
-_ARCHES = {
-    "x86_64": (
-        0xC000003E,
-        (57, 58, 59, 322, 41, 53, 101, 310, 311, 272, 308, 165, 166, 155, 161, 321, 425, 426, 427, 250,
-         248, 249, 298, 323, 246, 175, 313, 176, 169, 167, 168, 170, 171, 163, 179, 304, 303, 135),
-        56, 435, 62, 200, 234,
-    ),
-    "aarch64": (
-        0xC00000B7,
-        (221, 281, 198, 199, 117, 270, 271, 97, 268, 40, 39, 41, 51, 280, 425, 426, 427, 219, 217, 218,
-         241, 282, 104, 105, 273, 106, 142, 224, 225, 161, 162, 89, 60, 265, 264, 92),
-        220, 435, 129, 130, 131,
-    ),
+# fmt: off
+_DENIED = (
+    "fork", "vfork", "execve", "execveat", "socket", "socketpair", "ptrace", "process_vm_readv",
+    "process_vm_writev", "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "bpf",
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "keyctl", "add_key", "request_key",
+    "perf_event_open", "userfaultfd", "kexec_load", "init_module", "finit_module", "delete_module",
+    "reboot", "swapon", "swapoff", "sethostname", "setdomainname", "acct", "quotactl",
+    "open_by_handle_at", "name_to_handle_at", "personality", "tkill",
+)
+_SYSCALLS = {
+    "x86_64": {
+        "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "socket": 41, "socketpair": 53,
+        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "unshare": 272, "setns": 308,
+        "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "bpf": 321,
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "keyctl": 250,
+        "add_key": 248, "request_key": 249, "perf_event_open": 298, "userfaultfd": 323, "kexec_load": 246,
+        "init_module": 175, "finit_module": 313, "delete_module": 176, "reboot": 169, "swapon": 167,
+        "swapoff": 168, "sethostname": 170, "setdomainname": 171, "acct": 163, "quotactl": 179,
+        "open_by_handle_at": 304, "name_to_handle_at": 303, "personality": 135, "tkill": 200,
+        "clone": 56, "clone3": 435, "kill": 62, "tgkill": 234,
+    },
+    "aarch64": {  # no fork/vfork: libc forks with clone
+        "execve": 221, "execveat": 281, "socket": 198, "socketpair": 199, "ptrace": 117,
+        "process_vm_readv": 270, "process_vm_writev": 271, "unshare": 97, "setns": 268, "mount": 40,
+        "umount2": 39, "pivot_root": 41, "chroot": 51, "bpf": 280, "io_uring_setup": 425,
+        "io_uring_enter": 426, "io_uring_register": 427, "keyctl": 219, "add_key": 217,
+        "request_key": 218, "perf_event_open": 241, "userfaultfd": 282, "kexec_load": 104,
+        "init_module": 105, "finit_module": 273, "delete_module": 106, "reboot": 142, "swapon": 224,
+        "swapoff": 225, "sethostname": 161, "setdomainname": 162, "acct": 89, "quotactl": 60,
+        "open_by_handle_at": 265, "name_to_handle_at": 264, "personality": 92, "tkill": 130,
+        "clone": 220, "clone3": 435, "kill": 129, "tgkill": 131,
+    },
 }
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+# fmt: on
 
 
 def _filter_program(arch: str, own_pid: int) -> list[tuple[int, int, int, int]]:
-    audit_arch, denied, clone, clone3, kill, tkill, tgkill = _ARCHES[arch]
+    table, audit_arch = _SYSCALLS[arch], _AUDIT_ARCH[arch]
+    clone, clone3, kill, tgkill = table["clone"], table["clone3"], table["kill"], table["tgkill"]
     eperm = _RET_ERRNO | 1
     prog: list[tuple[int, int, int, int]] = [
         (_LD_W_ABS, 0, 0, 4),
@@ -61,8 +82,9 @@ def _filter_program(arch: str, own_pid: int) -> list[tuple[int, int, int, int]]:
     ]
     if arch == "x86_64":  # x32 ABI numbers carry bit 30
         prog += [(_JGE_K, 0, 1, 0x40000000), (_RET_K, 0, 0, _RET_KILL_PROCESS)]
-    for nr in (*denied, tkill):
-        prog += [(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, eperm)]
+    for name in _DENIED:
+        if name in table:
+            prog += [(_JEQ_K, 0, 1, table[name]), (_RET_K, 0, 0, eperm)]
     # clone3 passes its flags behind a pointer: say ENOSYS so libc falls back to clone(2).
     prog += [(_JEQ_K, 0, 1, clone3), (_RET_K, 0, 0, _RET_ERRNO | 38)]
     # clone(2) only for threads (CLONE_THREAD in the flags, argument 0).
@@ -119,7 +141,7 @@ def harden(memory_mb: int, cpu_s: int, file_bytes: int) -> str:
         resource.RLIMIT_CORE: 0,
     }
     for which, value in limits.items():
-        soft, hard = resource.getrlimit(which)
+        _soft, hard = resource.getrlimit(which)
         target = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(which, (target, target))
     applied.append("rlimits")
@@ -128,7 +150,7 @@ def harden(memory_mb: int, cpu_s: int, file_bytes: int) -> str:
 
 def _install_filter(libc: ctypes.CDLL) -> str:
     arch = os.uname().machine
-    if arch not in _ARCHES:
+    if arch not in _SYSCALLS:
         return f"seccomp skipped ({arch})"
     prog = _filter_program(arch, os.getpid())
     raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)

@@ -16,7 +16,7 @@ import traceback
 try:  # the sandbox receives these modules' source text ahead of this one
     from loadgen.grading._hardening import harden
     from loadgen.grading._wire import (
-        Unencodable,
+        UnencodableError,
         WireError,
         decode_value,
         encode_value,
@@ -39,7 +39,7 @@ class AnswerOutOfMemory(BaseException):
     """The answer hit its memory limit during a call."""
 
 
-class AnswerRaised(Exception):
+class AnswerRaisedError(Exception):
     """The answer raised an exception that is not a builtin exception type."""
 
 
@@ -47,7 +47,7 @@ def _make_proxy(entry_point: str, call_fd: int, reply_fd: int) -> object:
     def proxy(*args: object, **kwargs: object) -> object:
         try:
             message = {"args": encode_value(list(args)), "kwargs": encode_value(kwargs)}
-        except Unencodable as exc:
+        except UnencodableError as exc:
             raise HarnessFault(f"the tests pass an argument that cannot be shipped: {exc}") from None
         try:
             send_frame(call_fd, message)
@@ -89,9 +89,9 @@ def _raise_reply(name: str, message: str) -> BaseException:
     if isinstance(found, type) and issubclass(found, Exception) and found.__module__ == "builtins":
         try:
             return found(message)
-        except Exception:  # noqa: BLE001 - exotic constructors (UnicodeDecodeError...) need more args
-            return AnswerRaised(f"{name}: {message}")
-    return AnswerRaised(f"{name}: {message}")
+        except Exception:
+            return AnswerRaisedError(f"{name}: {message}")
+    return AnswerRaisedError(f"{name}: {message}")
 
 
 def _failure_detail(exc: BaseException, tests: str) -> str:
@@ -103,7 +103,7 @@ def _failure_detail(exc: BaseException, tests: str) -> str:
             break
     text = str(exc).strip()
     if getattr(exc, "m3bench_from_answer", False):
-        return f"the answer raised {text[:300] if isinstance(exc, AnswerRaised) else _typed(exc)}{where}"
+        return f"the answer raised {text[:300] if isinstance(exc, AnswerRaisedError) else _typed(exc)}{where}"
     return _typed(exc) + where
 
 

@@ -23,14 +23,14 @@ class WireError(Exception):
     """A frame or value that does not follow the format."""
 
 
-class Unencodable(Exception):
+class UnencodableError(Exception):
     """A value that is not plain data (a generator, a custom class, ...)."""
 
 
 def encode_value(value: object, depth: int = 0) -> object:
     """Turn a plain-data value into its JSON-ready tagged form."""
     if depth > MAX_DEPTH:
-        raise Unencodable("value nested too deeply")
+        raise UnencodableError("value nested too deeply")
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -39,7 +39,7 @@ def encode_value(value: object, depth: int = 0) -> object:
         try:
             return {"i": int.__repr__(value)}
         except ValueError:
-            raise Unencodable("integer too large to send") from None
+            raise UnencodableError("integer too large to send") from None
     if isinstance(value, float):
         return {"f": float.__repr__(value)}
     if isinstance(value, complex):
@@ -56,7 +56,7 @@ def encode_value(value: object, depth: int = 0) -> object:
         return {"z": [encode_value(v, depth + 1) for v in value]}
     if isinstance(value, set):
         return {"s": [encode_value(v, depth + 1) for v in value]}
-    raise Unencodable(f"a value of type {type(value).__name__} is not plain data")
+    raise UnencodableError(f"a value of type {type(value).__name__} is not plain data")
 
 
 def decode_value(node: object, depth: int = 0) -> object:

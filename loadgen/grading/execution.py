@@ -15,6 +15,7 @@ shared between grades, so any number of processes may grade at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,7 +37,7 @@ STARTUP_GRACE_S = 1.0
 RESULT_LIMIT_BYTES = 64 * 1024
 OUTPUT_LIMIT_BYTES = 1024 * 1024
 TMPFS_BYTES = 16 * 1024 * 1024
-_SIGNAL_REASONS = {
+_SIGNAL_REASONS: dict[int, str] = {
     signal.SIGXCPU: "hit the CPU time limit",
     signal.SIGKILL: "was killed (SIGKILL: memory or a limit)",
     signal.SIGSEGV: "crashed (SIGSEGV, e.g. a C stack overflow)",
@@ -67,7 +68,9 @@ def _exit_reason(returncode: int | None, mode: sandbox.SandboxMode) -> tuple[Ver
     """Verdict and words for how a runner ended (bwrap reports a signal as 128 + signo)."""
     if returncode is None:
         return "error", "did not end"
-    signo = -returncode if returncode < 0 else (returncode - 128 if mode == "bwrap" and returncode > 128 else 0)
+    signo = (
+        -returncode if returncode < 0 else (returncode - 128 if mode == "bwrap" and returncode > 128 else 0)
+    )
     if signo:
         reason = _SIGNAL_REASONS.get(signo, f"was killed by signal {signo}")
         return ("timeout" if signo == signal.SIGXCPU else "error"), reason
@@ -98,14 +101,10 @@ def _read_result(fd: int, deadline: float) -> bytes | None:
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         process.kill()
-    except ProcessLookupError:
-        pass
     process.wait()
 
 
@@ -120,7 +119,7 @@ def _tail(path: Path) -> str:
 
 def _spawn(launch: sandbox.Launch, output: Path, stdin: int, fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
     with output.open("wb") as sink:
-        return subprocess.Popen(  # noqa: S603 - argv is built by sandbox.launch, never from input text
+        return subprocess.Popen(
             launch.argv,
             stdin=stdin,
             stdout=sink,
@@ -136,7 +135,9 @@ def _spawn(launch: sandbox.Launch, output: Path, stdin: int, fds: tuple[int, ...
         )
 
 
-def run_tests(prelude: str, program: str, tests: str, entry_point: str, limits: Limits) -> tuple[Verdict, str]:
+def run_tests(
+    prelude: str, program: str, tests: str, entry_point: str, limits: Limits
+) -> tuple[Verdict, str]:
     """Grade ``program`` against ``tests``; returns (verdict, detail)."""
     mode = sandbox.resolve_mode()
     nonce = secrets.token_hex(16)
@@ -146,8 +147,12 @@ def run_tests(prelude: str, program: str, tests: str, entry_point: str, limits: 
     pipes: list[int] = []
     try:
         root.chmod(0o711)
-        _write_payload(root / "answer", {**common, "prelude": prelude, "code": program, "entry_point": entry_point})
-        _write_payload(root / "harness", {**common, "prelude": prelude, "tests": tests, "entry_point": entry_point})
+        _write_payload(
+            root / "answer", {**common, "prelude": prelude, "code": program, "entry_point": entry_point}
+        )
+        _write_payload(
+            root / "harness", {**common, "prelude": prelude, "tests": tests, "entry_point": entry_point}
+        )
         (root / "answer-work").mkdir(mode=0o700)
         (root / "harness-work").mkdir(mode=0o700)
         call_r, call_w = os.pipe()
@@ -156,15 +161,23 @@ def run_tests(prelude: str, program: str, tests: str, entry_point: str, limits: 
         nonce_r, nonce_w = os.pipe()
         pipes = [call_r, call_w, reply_r, reply_w, result_r, result_w, nonce_r, nonce_w]
         answer = sandbox.launch(
-            mode, "answer", _script("_answer_runner.py"),
-            ["/task/payload.json", str(call_r), str(reply_w)],
-            root / "answer", root / "answer-work", TMPFS_BYTES,
-        )  # fmt: skip
+            mode,
+            role="answer",
+            script=_script("_answer_runner.py"),
+            script_args=["/task/payload.json", str(call_r), str(reply_w)],
+            payload_dir=root / "answer",
+            work_dir=root / "answer-work",
+            tmpfs_bytes=TMPFS_BYTES,
+        )
         harness = sandbox.launch(
-            mode, "harness", _script("_test_harness.py"),
-            ["/task/payload.json", str(call_w), str(reply_r), str(result_w)],
-            root / "harness", root / "harness-work", TMPFS_BYTES,
-        )  # fmt: skip
+            mode,
+            role="harness",
+            script=_script("_test_harness.py"),
+            script_args=["/task/payload.json", str(call_w), str(reply_r), str(result_w)],
+            payload_dir=root / "harness",
+            work_dir=root / "harness-work",
+            tmpfs_bytes=TMPFS_BYTES,
+        )
         started = time.monotonic()
         processes.append(_spawn(answer, root / "answer.out", subprocess.DEVNULL, (call_r, reply_w)))
         processes.append(_spawn(harness, root / "harness.out", nonce_r, (call_w, reply_r, result_w)))
@@ -174,20 +187,19 @@ def run_tests(prelude: str, program: str, tests: str, entry_point: str, limits: 
         os.close(nonce_w)
         pipes = [result_r]
         raw = _read_result(result_r, started + limits.timeout_s + STARTUP_GRACE_S)
-        return _interpret(raw, nonce, processes, mode, limits, root)
+        return _interpret(raw, nonce=nonce, processes=processes, mode=mode, limits=limits, root=root)
     finally:
         for process in processes:
             _kill(process)
         for fd in pipes:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _interpret(
     raw: bytes | None,
+    *,
     nonce: str,
     processes: list[subprocess.Popen[bytes]],
     mode: sandbox.SandboxMode,
@@ -198,10 +210,8 @@ def _interpret(
     if raw is None:
         return "timeout", f"no verdict within {limits.timeout_s:g} s (wall clock)"
     if not raw:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             harness.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass
         verdict, reason = _exit_reason(harness.poll(), mode)
         tail = _tail(root / "harness.out")
         return verdict, f"test harness ended without a verdict: {reason}" + (f" ({tail})" if tail else "")
@@ -213,10 +223,8 @@ def _interpret(
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return "error", "test harness wrote an invalid verdict"
     if detail.startswith("died:"):
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             answer.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass
         verdict, reason = _exit_reason(answer.poll(), mode)
         tail = _tail(root / "answer.out")
         phase = detail.removeprefix("died:").strip()

@@ -7,10 +7,8 @@ import unicodedata
 
 from loadgen.grading.result import Verdict
 
-_ANSWER_LINE = re.compile(
-    r"(?:answer|final answer|réponse|respuesta|resposta|antwort|ответ|答案|答え|回答|الإجابة|उत्तर)\s*[:：]\s*(.+)",
-    re.IGNORECASE,
-)
+_ANSWER_WORDS = "answer|final answer|réponse|respuesta|resposta|antwort|ответ|答案|答え|回答|الإجابة|उत्तर"
+_ANSWER_LINE = re.compile(rf"(?:{_ANSWER_WORDS})\s*[:：]\s*(.+)", re.IGNORECASE)
 
 
 def normalize(text: str) -> str:

@@ -34,7 +34,7 @@ HARNESS_UID = 65533
 SANDBOX_UID = 65534
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailableError(RuntimeError):
     """``M3BENCH_SANDBOX=bwrap`` was asked for and bubblewrap cannot start a sandbox here."""
 
 
@@ -71,7 +71,7 @@ def _bwrap_argv(python: Path, payload_dir: Path, tmpfs_bytes: int) -> list[str]:
         "--cap-drop", "ALL",
         "--clearenv",
         "--setenv", "PATH", "/usr/bin:/bin",
-        "--setenv", "HOME", "/tmp",
+        "--setenv", "HOME", "/tmp",  # noqa: S108 - the sandbox's own tmpfs
         "--ro-bind", "/usr", "/usr",
     ]  # fmt: skip
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -91,9 +91,9 @@ def _bwrap_argv(python: Path, payload_dir: Path, tmpfs_bytes: int) -> list[str]:
     argv += [
         "--proc", "/proc",
         "--dev", "/dev",
-        "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
+        "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",  # noqa: S108 - private tmpfs
         "--ro-bind", str(payload_dir), "/task",
-        "--chdir", "/tmp",
+        "--chdir", "/tmp",  # noqa: S108 - inside the sandbox
     ]  # fmt: skip
     return argv
 
@@ -124,12 +124,12 @@ def resolve_mode() -> SandboxMode:
     if wanted == "rlimit":
         return "rlimit"
     if wanted not in ("auto", "bwrap"):
-        raise SandboxUnavailable(f"M3BENCH_SANDBOX={wanted!r}: expected auto, bwrap or rlimit")
+        raise SandboxUnavailableError(f"M3BENCH_SANDBOX={wanted!r}: expected auto, bwrap or rlimit")
     problem = _bwrap_works(str(sandbox_python()))
     if problem is None:
         return "bwrap"
     if wanted == "bwrap":
-        raise SandboxUnavailable(f"bubblewrap cannot start a sandbox here: {problem}")
+        raise SandboxUnavailableError(f"bubblewrap cannot start a sandbox here: {problem}")
     _warn_fallback(problem)
     return "rlimit"
 
@@ -141,6 +141,7 @@ def _warn_fallback(problem: str) -> None:
 
 def launch(
     mode: SandboxMode,
+    *,
     role: Literal["answer", "harness"],
     script: str,
     script_args: list[str],
@@ -153,7 +154,10 @@ def launch(
     if mode == "bwrap":
         argv = _bwrap_argv(python, payload_dir, tmpfs_bytes) + _interpreter_argv(python, script)
         return Launch(argv + script_args, cwd=None, env=None, uid=None)
-    args = [arg.replace("/task/", f"{payload_dir}/", 1) if arg.startswith("/task/") else arg for arg in script_args]
+    args = [
+        arg.replace("/task/", f"{payload_dir}/", 1) if arg.startswith("/task/") else arg
+        for arg in script_args
+    ]
     uid = None
     if os.geteuid() == 0:
         uid = ANSWER_UID if role == "answer" else HARNESS_UID

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import PIL
+from PIL import features
+
 from loadgen.tasks.docstrings import signature_of
 from loadgen.tasks.languages import LANGUAGES, Language
 from loadgen.tasks.loaders.common import ImageStore, runnable_prelude
@@ -93,7 +96,13 @@ class _RenderCache:
 
 
 def _statement_image(
-    statement: str, task_id: str, lang: Language, store: ImageStore, cache: _RenderCache, report: BuildReport
+    statement: str,
+    task_id: str,
+    lang: Language,
+    *,
+    store: ImageStore,
+    cache: _RenderCache,
+    report: BuildReport,
 ) -> TaskImage:
     size, max_width = render_params(task_id, lang.code)
     facts = {"text": statement, "lang": lang.code, "size": size, "width": max_width}
@@ -133,13 +142,22 @@ def _records(problem: Problem, lang: Language, statement: str, image: TaskImage 
     if image is not None:
         prompt = f"{lang.image_instruction}\n\n```python\n{signature}\n```\n"
         out.append(
-            {**common, "id": record_id(problem, lang.code, "image"), "prompt": prompt, "images": [image],
-             "metadata": {"image_required": True, "group": "image"}}  # fmt: skip
+            {
+                **common,
+                "id": record_id(problem, lang.code, "image"),
+                "prompt": prompt,
+                "images": [image],
+                "metadata": {"image_required": True, "group": "image"},
+            }
         )
     prompt = f"{lang.text_instruction}\n\n```python\n{statement.strip(chr(10))}\n```\n"
     out.append(
-        {**common, "id": record_id(problem, lang.code, "text-only"), "prompt": prompt,
-         "metadata": {"image_required": False, "group": "text-only"}}  # fmt: skip
+        {
+            **common,
+            "id": record_id(problem, lang.code, "text-only"),
+            "prompt": prompt,
+            "metadata": {"image_required": False, "group": "text-only"},
+        }
     )
     return [TaskRecord.model_validate(item) for item in out]
 
@@ -162,22 +180,27 @@ def build(options: BuildOptions, progress: Callable[[str], None] | None = None) 
         else:
             loaded = load_language(code, prompts, options.translations_dir)
             report.skipped += loaded.skipped
-            chosen = [(p, loaded.localized_prompts[p.task_id]) for p in problems if p.task_id in loaded.localized_prompts]
+            chosen = [
+                (p, loaded.localized_prompts[p.task_id])
+                for p in problems
+                if p.task_id in loaded.localized_prompts
+            ]
         if options.limit_per_language is not None:
             chosen = chosen[: options.limit_per_language]
         per_language[code] = chosen
         report.problems[code] = len(chosen)
     records: list[TaskRecord] = []
+    statements = {(code, p.task_id): text for code, chosen in per_language.items() for p, text in chosen}
     for problem in problems:  # problem-major order: interleaves languages in the file
-        for code in options.languages:
-            for candidate, statement in per_language[code]:
-                if candidate.task_id != problem.task_id:
-                    continue
-                lang = LANGUAGES[code]
-                image = _statement_image(statement, problem.task_id, lang, store, cache, report)
-                built = _records(problem, lang, statement, image)
-                records += built if options.text_only else built[:1]
-        if progress is not None:
+        wanted = [code for code in options.languages if (code, problem.task_id) in statements]
+        for code in wanted:
+            lang, statement = LANGUAGES[code], statements[(code, problem.task_id)]
+            image = _statement_image(
+                statement, problem.task_id, lang, store=store, cache=cache, report=report
+            )
+            built = _records(problem, lang, statement, image)
+            records += built if options.text_only else built[:1]
+        if wanted and progress is not None:
             progress(problem.task_id)
     cache.save()
     write_tasks(options.out_dir, records)
@@ -187,8 +210,6 @@ def build(options: BuildOptions, progress: Callable[[str], None] | None = None) 
 
 
 def _write_manifest(options: BuildOptions, report: BuildReport) -> None:
-    from PIL import Image, features  # noqa: PLC0415
-
     dump_json(
         options.out_dir / "manifest.json",
         {
@@ -198,7 +219,10 @@ def _write_manifest(options: BuildOptions, report: BuildReport) -> None:
             "text_only_variant": options.text_only,
             "limit_per_language": options.limit_per_language,
             "skipped_translations": [str(item) for item in report.skipped],
-            "renderer": {"pillow": Image.__version__, "freetype": features.version("freetype2"),
-                         "raqm": features.version("raqm")},  # fmt: skip
+            "renderer": {
+                "pillow": PIL.__version__,
+                "freetype": features.version("freetype2"),
+                "raqm": features.version("raqm"),
+            },
         },
     )

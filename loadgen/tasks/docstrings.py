@@ -19,7 +19,7 @@ class Docstring:
     content: str
 
 
-class TranslationRejected(ValueError):
+class TranslationRejectedError(ValueError):
     """A translated entry that cannot be used, with the reason."""
 
 
@@ -58,20 +58,26 @@ def localize(prompt: str, translated: object) -> str:
     """``prompt`` with its docstrings replaced by ``translated`` (a list of strings), checked first."""
     originals = docstrings(prompt)
     if not isinstance(translated, list) or not all(isinstance(item, str) for item in translated):
-        raise TranslationRejected("entry must be a list of strings")
+        raise TranslationRejectedError("entry must be a list of strings")
     if len(translated) != len(originals):
-        raise TranslationRejected(f"{len(translated)} docstring(s) given, the prompt has {len(originals)}")
+        raise TranslationRejectedError(
+            f"{len(translated)} docstring(s) given, the prompt has {len(originals)}"
+        )
     pieces: list[str] = []
     position = 0
     for index, (original, text) in enumerate(zip(originals, translated, strict=True)):
         have = set(doctest_lines(text))
         missing = [line for line in doctest_lines(original.content) if line not in have]
         if missing:
-            raise TranslationRejected(f"docstring {index + 1}: '>>>' line not kept verbatim: {missing[0]!r}")
-        if original.quote in text or text.endswith(original.quote[0]) or text.endswith("\\"):
-            raise TranslationRejected(f"docstring {index + 1}: contains or ends with its quote character")
+            raise TranslationRejectedError(
+                f"docstring {index + 1}: '>>>' line not kept verbatim: {missing[0]!r}"
+            )
+        if original.quote in text or text.endswith((original.quote[0], "\\")):
+            raise TranslationRejectedError(
+                f"docstring {index + 1}: contains or ends with its quote character"
+            )
         if not text.strip():
-            raise TranslationRejected(f"docstring {index + 1}: empty")
+            raise TranslationRejectedError(f"docstring {index + 1}: empty")
         pieces += [prompt[position : original.start], text]
         position = original.end
     pieces.append(prompt[position:])
@@ -79,7 +85,7 @@ def localize(prompt: str, translated: object) -> str:
     try:
         ast.parse(localized)
     except SyntaxError as exc:
-        raise TranslationRejected(f"localized prompt is not valid Python: {exc.msg}") from None
+        raise TranslationRejectedError(f"localized prompt is not valid Python: {exc.msg}") from None
     return localized
 
 

@@ -32,7 +32,8 @@ LANGUAGES: dict[str, Language] = {
         ),
         Language(
             "zh", "Chinese", "Hans", "ltr",
-            f"图片中是一道 Python 编程题。请实现下面的函数，使其解决图片中的问题。请在一个 {_FENCE} 代码块中给出完整的函数。",
+            "图片中是一道 Python 编程题。请实现下面的函数，使其解决图片中的问题。"
+            f"请在一个 {_FENCE} 代码块中给出完整的函数。",
             f"请实现下面的函数，使其符合文档字符串中的描述。请在一个 {_FENCE} 代码块中给出完整的函数。",
         ),
         Language(

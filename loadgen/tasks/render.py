@@ -19,6 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL
 from PIL import Image, ImageDraw, ImageFont, features
 
 from loadgen.tasks.bidi import paragraph_is_rtl, visual_runs
@@ -34,7 +35,9 @@ _SCRIPT_RANGES = {
     "Deva": ((0x0900, 0x097F), (0xA8E0, 0xA8FF), (0x1CD0, 0x1CFF)),
 }
 _JOINERS = {"\u200c", "\u200d"}
-_CJK_TOKEN = re.compile(r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]|\s+|[^\s\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]+")  # noqa: E501
+_CJK_TOKEN = re.compile(
+    r"[\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]|\s+|[^\s\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]+"
+)
 
 
 class RenderError(RuntimeError):
@@ -68,7 +71,12 @@ def font_files(script: str) -> list[Path]:
 def environment_fingerprint(script: str) -> str:
     """What else the pixels depend on: renderer, Pillow, FreeType, raqm and the font files' bytes."""
     digest = hashlib.sha256()
-    for part in (RENDERER_VERSION, Image.__version__, features.version("freetype2"), features.version("raqm")):
+    for part in (
+        RENDERER_VERSION,
+        PIL.__version__,
+        features.version("freetype2"),
+        features.version("raqm"),
+    ):
         digest.update(str(part).encode())
     for path in font_files(script):
         digest.update(_file_digest(path).encode())
@@ -103,7 +111,9 @@ def _base_font(language: str, size: int) -> ImageFont.FreeTypeFont:
 def _script_font(script: str, size: int) -> ImageFont.FreeTypeFont | None:
     if script not in _SCRIPT_FILES:
         return None
-    return ImageFont.truetype(str(find_font(_SCRIPT_FILES[script])), size, layout_engine=ImageFont.Layout.RAQM)
+    return ImageFont.truetype(
+        str(find_font(_SCRIPT_FILES[script])), size, layout_engine=ImageFont.Layout.RAQM
+    )
 
 
 def _in_script(char: str, script: str) -> bool:
@@ -125,7 +135,11 @@ class _Fonts:
         marks = [
             _in_script(c, self.script_name)
             or c in _JOINERS
-            or (unicodedata.category(c).startswith("M") and i > 0 and _in_script(text[i - 1], self.script_name))
+            or (
+                unicodedata.category(c).startswith("M")
+                and i > 0
+                and _in_script(text[i - 1], self.script_name)
+            )
             for i, c in enumerate(text)
         ]
         for i, char in enumerate(text):  # spaces between two script words stay in the script font
@@ -153,7 +167,9 @@ class _Fonts:
         return out
 
     def width(self, line: str) -> float:
-        return sum(font.getlength(t, direction=d, language=self.language) for t, font, d in self.segments(line))
+        return sum(
+            font.getlength(t, direction=d, language=self.language) for t, font, d in self.segments(line)
+        )
 
 
 def _wrap(line: str, fonts: _Fonts, max_px: float) -> list[str]:
@@ -181,7 +197,9 @@ def _wrap(line: str, fonts: _Fonts, max_px: float) -> list[str]:
     return out
 
 
-def _layout(statement: str, language: str, script: str, size: int, max_width: int) -> tuple[_Fonts, list[str]]:
+def _layout(
+    statement: str, language: str, script: str, size: int, max_width: int
+) -> tuple[_Fonts, list[str]]:
     fonts = _Fonts(_base_font(language, size), _script_font(script, size), script, language)
     margin = size
     lines: list[str] = []
@@ -219,7 +237,9 @@ def render_statement(statement: str, language: str, script: str, size: int, max_
             x = float(margin)
             segments = fonts.segments(line)
         for text, font, direction in segments:
-            draw.text((x, baseline), text, font=font, fill=20, anchor="ls", direction=direction, language=language)
+            draw.text(
+                (x, baseline), text, font=font, fill=20, anchor="ls", direction=direction, language=language
+            )
             x += font.getlength(text, direction=direction, language=language)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=6)

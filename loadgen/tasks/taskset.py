@@ -108,7 +108,9 @@ def _check_record(root: Path, line: int, record: TaskRecord) -> list[Problem]:
             problem(f"images.{index}.sha256", f"{image.path} does not have the recorded sha256")
         with Image.open(path) as opened:
             if opened.size != (image.width, image.height):
-                problem(f"images.{index}.width", f"recorded {image.width}x{image.height}, file is {opened.size}")
+                problem(
+                    f"images.{index}.width", f"recorded {image.width}x{image.height}, file is {opened.size}"
+                )
     return found
 
 
@@ -144,9 +146,13 @@ def validate(task_set: Path, *, run_solutions: bool = False, workers: int = 1) -
         with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
             for task_id, verdict, detail, wrong in pool.map(_grade_pair, payloads, chunksize=4):
                 if verdict != "pass":
-                    problems.append(Problem(lines[task_id], task_id, "canonical_solution", f"{verdict}: {detail}"))
+                    problems.append(
+                        Problem(lines[task_id], task_id, "canonical_solution", f"{verdict}: {detail}")
+                    )
                 if wrong == "pass":
-                    problems.append(Problem(lines[task_id], task_id, "grading.tests", "a wrong answer passes"))
+                    problems.append(
+                        Problem(lines[task_id], task_id, "grading.tests", "a wrong answer passes")
+                    )
     return count, problems
 
 

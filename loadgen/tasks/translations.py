@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadgen.tasks.docstrings import TranslationRejected, localize
+from loadgen.tasks.docstrings import TranslationRejectedError, localize
 
 TRANSLATIONS_DIR = Path(__file__).parent / "data" / "translations"
 
@@ -38,7 +38,9 @@ def available_languages(directory: Path = TRANSLATIONS_DIR) -> list[str]:
     return sorted(path.stem for path in directory.glob("*.json"))
 
 
-def load_language(language: str, prompts: dict[str, str], directory: Path = TRANSLATIONS_DIR) -> LanguageTranslations:
+def load_language(
+    language: str, prompts: dict[str, str], directory: Path = TRANSLATIONS_DIR
+) -> LanguageTranslations:
     """Localized prompts for every valid entry of ``<language>.json``; ``prompts`` maps id -> original."""
     result = LanguageTranslations(language)
     path = directory / f"{language}.json"
@@ -59,6 +61,6 @@ def load_language(language: str, prompts: dict[str, str], directory: Path = TRAN
             continue
         try:
             result.localized_prompts[task_id] = localize(original, entry)
-        except TranslationRejected as exc:
+        except TranslationRejectedError as exc:
             result.skipped.append(Skipped(task_id, language, str(exc)))
     return result

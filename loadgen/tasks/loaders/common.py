@@ -46,7 +46,9 @@ class Row:
         for field in fields:
             if field in self.data:
                 return field, self.text(field)
-        raise LoaderError(self.path, self.line, fields[0], f"missing (also looked for {', '.join(fields[1:])})")
+        raise LoaderError(
+            self.path, self.line, fields[0], f"missing (also looked for {', '.join(fields[1:])})"
+        )
 
 
 def _open_text(path: Path) -> io.TextIOBase:

@@ -65,7 +65,9 @@ def read_problems(path: Path | None = None) -> list[Problem]:
         if problem.task_id in seen:
             raise LoaderError(source, row.line, "task_id", f"duplicate id {problem.task_id!r}")
         if f"def {problem.entry_point}(" not in problem.prompt:
-            raise LoaderError(source, row.line, "entry_point", f"{problem.entry_point!r} is not defined in prompt")
+            raise LoaderError(
+                source, row.line, "entry_point", f"{problem.entry_point!r} is not defined in prompt"
+            )
         seen.add(problem.task_id)
         problems.append(problem)
     return problems

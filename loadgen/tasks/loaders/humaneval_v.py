@@ -2,8 +2,8 @@
 
 Fields of the Hub release: ``qid``, ``image`` (``diagram`` in later releases), ``function_signature``
 (problem description, imports and the signature to complete), ``test_script`` (a script that calls the
-solution itself), ``ground_truth_solution``, ``image_description`` (later ``ground_truth_diagram_description``),
-and in later releases ``capability_aspects`` and ``task_type``.
+solution itself), ``ground_truth_solution``, ``image_description`` (later
+``ground_truth_diagram_description``), and in later releases ``capability_aspects`` and ``task_type``.
 
 Accepted files: the Hub's Parquet shards (needs ``pyarrow``; images are ``{bytes, path}`` structs) or a
 JSON/JSONL export whose image is a path relative to the file, ``{"path": ...}`` or ``{"bytes": <base64>}``.

@@ -62,6 +62,7 @@ def _python_or_as_is(programming_language: str) -> str:
 
 def _record(
     row: Row,
+    *,
     benchmark: str,
     license_: str,
     record_id: str,
@@ -106,10 +107,18 @@ def load_humaneval_xl(path: Path) -> list[TaskRecord]:
         programming = _python_or_as_is(row.text("language"))
         records.append(
             _record(
-                row, "humaneval-xl", "Apache-2.0 (HumanEval-XL)", f"humaneval-xl/{language}/{task_id}", task_id,
-                language, programming, row.text("prompt"), row.text("entry_point"),
-                row.text("canonical_solution"), row.text("test"),
-            )  # fmt: skip
+                row,
+                benchmark="humaneval-xl",
+                license_="Apache-2.0 (HumanEval-XL)",
+                record_id=f"humaneval-xl/{language}/{task_id}",
+                source_id=task_id,
+                natural_language=language,
+                programming_language=programming,
+                prompt=row.text("prompt"),
+                entry_point=row.text("entry_point"),
+                body=row.text("canonical_solution"),
+                test=row.text("test"),
+            )
         )
     return records
 
@@ -119,7 +128,9 @@ def load_mhumaneval(path: Path) -> list[TaskRecord]:
     for row in read_rows(path):
         flores = row.text("nl")
         if "_" not in flores:
-            raise LoaderError(path, row.line, "nl", f"expected a FLORES-200 code like arb_Arab, got {flores!r}")
+            raise LoaderError(
+                path, row.line, "nl", f"expected a FLORES-200 code like arb_Arab, got {flores!r}"
+            )
         prompt = row.text("prompt")
         programming = _python_or_as_is(row.text("pl"))
         entry_point = last_function(prompt) if programming == "python" else None
@@ -130,8 +141,17 @@ def load_mhumaneval(path: Path) -> list[TaskRecord]:
         language = flores_to_bcp47(flores)
         records.append(
             _record(
-                row, "mhumaneval", "CC-BY-ND-4.0 (mHumanEval)", f"mhumaneval/{flores}/{task_id}", task_id,
-                language, programming, prompt, entry_point, row.text("canonical_solution"), test,
-            )  # fmt: skip
+                row,
+                benchmark="mhumaneval",
+                license_="CC-BY-ND-4.0 (mHumanEval)",
+                record_id=f"mhumaneval/{flores}/{task_id}",
+                source_id=task_id,
+                natural_language=language,
+                programming_language=programming,
+                prompt=prompt,
+                entry_point=entry_point,
+                body=row.text("canonical_solution"),
+                test=test,
+            )
         )
     return records
