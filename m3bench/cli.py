@@ -1,0 +1,28 @@
+"""The ``m3bench`` command: one Typer app with a sub-command group per pipeline stage."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="m3bench",
+    help="Benchmark INT4 multimodal models served by vLLM on Ray Serve, under Locust load.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each stage owns its command group; they are imported here so `m3bench --help` lists all.
+    from loadgen.tasks.cli import app as tasks_app
+    from serving.embedded.cli import app as models_app
+
+    app.add_typer(models_app, name="models", help="Build and inspect the embedded tiny INT4 VLMs.")
+    app.add_typer(tasks_app, name="tasks", help="Build, inspect and validate task sets.")
+
+
+_register()
+
+
+def main() -> None:
+    app()
