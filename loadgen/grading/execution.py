@@ -89,9 +89,10 @@ def _read_result(fd: int, deadline: float) -> bytes | None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            return None
+        poller = select.poll()  # poll, not select: fine with descriptor numbers above 1024
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        if not poller.poll(max(1, int(remaining * 1000))):
+            continue
         chunk = os.read(fd, 65536)
         if not chunk:
             return bytes(data)

@@ -10,6 +10,7 @@ Rules, in order:
    so that they neither run nor fail the grade.
 3. When the code does not define the entry point and starts indented, it is a completion of the
    prompt's function (the HumanEval convention): the program is the prompt's code followed by it.
+   Unfenced text that neither parses nor defines the function is prose: no code.
 """
 
 from __future__ import annotations
@@ -85,4 +86,14 @@ def extract_program(answer: str, entry_point: str | None, prelude: str | None) -
         first = next((line for line in code.splitlines() if line.strip()), "")
         if prelude and first[:1] in (" ", "\t"):
             return Extracted(program=prelude.rstrip("\n") + "\n" + code, how=how + ", completing the prompt")
+        if not blocks and not _parses(code):
+            return None  # prose without a fence and without the function: no code at all
     return Extracted(program=_keep_definitions(code), how=how)
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True

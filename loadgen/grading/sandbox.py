@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,26 @@ def sandbox_python() -> Path:
     """The interpreter the sandbox runs (the grader's own base interpreter unless overridden)."""
     override = os.environ.get("M3BENCH_SANDBOX_PYTHON")
     return Path(override).resolve() if override else Path(sys.executable).resolve()
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether an unprivileged uid can execute ``path`` (every parent searchable by 'other')."""
+    if not path.exists() or not path.stat().st_mode & stat.S_IXOTH:
+        return False
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
+
+
+def _unprivileged_python() -> Path:
+    """For the rlimit mode as root: the interpreter, or the system one if the uids cannot reach it."""
+    python = sandbox_python()
+    if _reachable_by_others(python):
+        return python
+    system = Path("/usr/bin/python3").resolve()
+    if _reachable_by_others(system):
+        return system
+    raise SandboxUnavailableError(
+        f"{python} is not reachable by an unprivileged uid; set M3BENCH_SANDBOX_PYTHON"
+    )
 
 
 def _python_prefix(python: Path) -> Path:
@@ -160,6 +181,7 @@ def launch(
     ]
     uid = None
     if os.geteuid() == 0:
+        python = _unprivileged_python()
         uid = ANSWER_UID if role == "answer" else HARNESS_UID
         for path in (payload_dir, work_dir):
             os.chown(path, uid, uid)

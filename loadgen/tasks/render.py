@@ -27,6 +27,7 @@ from loadgen.tasks.bidi import paragraph_is_rtl, visual_runs
 RENDERER_VERSION = "1"
 MIN_SIDE = 336
 MAX_SIDE = 1344
+MIN_FONT_PX = 11
 _FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts")
 _BASE_FILE = "NotoSansCJK-Regular.ttc"
 _SCRIPT_FILES = {"Arab": "NotoSansArabic-Regular.ttf", "Deva": "NotoSansDevanagari-Regular.ttf"}
@@ -173,25 +174,31 @@ class _Fonts:
 
 
 def _wrap(line: str, fonts: _Fonts, max_px: float) -> list[str]:
-    """Greedy wrapping in logical order; continuation lines keep the indentation plus two spaces."""
+    """Greedy wrapping in logical order; continuation lines keep the indentation plus two spaces.
+
+    Token widths are measured once and added up (kerning across token edges is ignored), which keeps
+    wrapping linear in the line's length; the canvas is sized from exact widths afterwards.
+    """
     if fonts.width(line) <= max_px:
         return [line]
     indent = " " * (len(line) - len(line.lstrip(" ")) + 2)
+    indent_px = fonts.width(indent)
     out: list[str] = []
-    current = line[: len(indent) - 2]
+    current, current_px = line[: len(indent) - 2], fonts.width(line[: len(indent) - 2])
     for token in _CJK_TOKEN.findall(line.lstrip(" ")):
-        trial = current + token
-        if current.strip() and fonts.width(trial.rstrip()) > max_px:
+        token_px = fonts.width(token)
+        if current.strip() and current_px + token_px > max_px and not token.isspace():
             out.append(current.rstrip())
-            current = indent + token.lstrip()
-        else:
-            current = trial
-        while fonts.width(current) > max_px and len(current) > len(indent) + 1:  # one overlong token
-            cut = len(current) - 1
-            while cut > len(indent) + 1 and fonts.width(current[:cut]) > max_px:
-                cut -= 1
-            out.append(current[:cut])
-            current = indent + current[cut:]
+            current, current_px = indent, indent_px
+        if token_px > max_px - indent_px:  # one token longer than a line: cut it by characters
+            for char in token:
+                char_px = fonts.width(char)
+                if current.strip() and current_px + char_px > max_px:
+                    out.append(current.rstrip())
+                    current, current_px = indent, indent_px
+                current, current_px = current + char, current_px + char_px
+            continue
+        current, current_px = current + token, current_px + token_px
     if current.strip():
         out.append(current.rstrip())
     return out
@@ -209,7 +216,7 @@ def _layout(
 
 
 def render_statement(statement: str, language: str, script: str, size: int, max_width: int) -> Rendered:
-    """Draw ``statement``; the font shrinks from ``size`` until the image fits in MAX_SIDE squared."""
+    """Draw ``statement``; the font shrinks from ``size`` (then the width grows) until it fits MAX_SIDE."""
     require_shaping()
     while True:
         fonts, lines = _layout(statement, language, script, size, max_width)
@@ -218,11 +225,16 @@ def render_statement(statement: str, language: str, script: str, size: int, max_
         line_px = round(size * (1.75 if fonts.script is not None else 1.5))
         margin = size
         height = len(lines) * line_px + 2 * margin
-        if height <= MAX_SIDE or size <= 10:
+        if height <= MAX_SIDE:
             break
-        size -= 1
+        if size > MIN_FONT_PX:
+            size -= 1
+        elif max_width < MAX_SIDE:  # smallest legible size and still too tall: use the widest canvas
+            max_width, size = MAX_SIDE, MIN_FONT_PX + 2
+        else:
+            break  # taller than MAX_SIDE: only for statements far longer than any HumanEval prompt
     widths = [fonts.width(line) for line in lines]
-    width = max(MIN_SIDE, min(max_width, int(max(widths, default=0)) + 2 * margin + 1))
+    width = max(MIN_SIDE, min(MAX_SIDE, int(max(widths, default=0)) + 2 * margin + 1))
     height = max(MIN_SIDE, height)
     image = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(image)

@@ -1,0 +1,134 @@
+"""Pure parts of grading: code extraction, the wire format, exact-match and multiple-choice graders."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pytest
+
+from loadgen.grading import GradeResult, grade
+from loadgen.grading._wire import UnencodableError, WireError, decode_value, encode_value
+from loadgen.grading.extract import extract_program, fenced_blocks
+from loadgen.grading.matching import chosen_option, grade_choice, grade_exact
+from loadgen.tasks.schema import TaskRecord
+
+PRELUDE = 'def add(a, b):\n    """Add."""\n'
+
+
+def test_fenced_block_that_defines_the_entry_point_wins() -> None:
+    answer = (
+        "Here is a sketch:\n```python\nprint('hi')\n```\nFinal:\n```python\nimport math\n\n"
+        "def add(a, b):\n    return a + b\n\nprint(add(1, 2))\n"
+        "if __name__ == '__main__':\n    add(0, 0)\n```\n"
+    )
+    extracted = extract_program(answer, "add", PRELUDE)
+    assert extracted is not None
+    assert "def add" in extracted.program
+    assert "import math" in extracted.program
+    assert "print(" not in extracted.program
+    assert "__main__" not in extracted.program
+
+
+def test_unterminated_fence_and_other_languages() -> None:
+    assert fenced_blocks("```js\nx\n```\n```py\ny = 1\n") == ["y = 1\n"]
+    assert fenced_blocks("~~~python\nz = 2\n~~~\n") == ["z = 2\n"]
+
+
+def test_raw_body_completes_the_prompt() -> None:
+    extracted = extract_program("    return a + b\n", "add", PRELUDE)
+    assert extracted is not None
+    assert extracted.program.startswith("def add(a, b):")
+    assert extracted.program.endswith("return a + b\n")
+
+
+def test_no_code_at_all() -> None:
+    assert extract_program("   \n", "add", PRELUDE) is None
+    assert extract_program("```python\n```", "add", PRELUDE) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 0, -(10**30), 1.5, math.inf, "é\u0000x", b"\x00\xff", 1 + 2j, [1, (2, 3)], {"a": [1]},
+     {1, 2}, frozenset({"x"}), {(1, 2): {3}}],
+)  # fmt: skip
+def test_wire_round_trip_keeps_exact_types(value: object) -> None:
+    back = decode_value(encode_value(value))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_wire_nan_and_subclasses_become_plain() -> None:
+    assert math.isnan(decode_value(encode_value(float("nan"))))  # type: ignore[arg-type]
+
+    class Sneaky(str):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    back = decode_value(encode_value(Sneaky("x")))
+    assert type(back) is str
+    assert back != "y"
+
+
+@pytest.mark.parametrize(
+    "node", [{"x": 1}, {"i": 5}, {"l": "no"}, {"d": [[1]]}, [], 1.5, {"i": "1", "f": "2"}, {"s": [{"l": []}]}]
+)
+def test_wire_decoder_refuses_anything_else(node: object) -> None:
+    with pytest.raises(WireError):
+        decode_value(node)
+
+
+def test_wire_refuses_objects() -> None:
+    with pytest.raises(UnencodableError):
+        encode_value(object())
+    with pytest.raises(UnencodableError):
+        encode_value(x for x in range(3))
+
+
+def _record(method: str, **extra: object) -> TaskRecord:
+    return TaskRecord.model_validate(
+        {
+            "id": "t/1",
+            "source": {"benchmark": "t", "source_id": "1", "license": "MIT"},
+            "natural_language": "en",
+            "prompt": "?",
+            "grading": {"method": method},
+            "metadata": {"image_required": False},
+            **extra,
+        }
+    )
+
+
+def test_exact_match() -> None:
+    assert grade_exact("  Paris. ", "paris")[0] == "pass"
+    assert grade_exact("Let me think.\nAnswer: 42", "42")[0] == "pass"
+    assert grade_exact("答案：４２", "42")[0] == "pass"  # full-width digits fold under NFKC
+    assert grade_exact("41", "42")[0] == "fail"
+    result = grade(_record("exact_match", expected_answer="42"), "The answer is\n42")
+    assert isinstance(result, GradeResult)
+    assert result.verdict == "pass"
+    assert grade(_record("exact_match"), "42").verdict == "error"
+
+
+def test_multiple_choice() -> None:
+    choices = ["red", "green", "blue"]
+    assert chosen_option("B", choices) == 1
+    assert chosen_option("(C) because...", choices) == 2
+    assert chosen_option("I think so.\nAnswer: A", choices) == 0
+    assert chosen_option("green", choices) == 1
+    assert chosen_option("none of these", choices) is None
+    assert grade_choice("B", choices, "B")[0] == "pass"
+    assert grade_choice("B", choices, "blue")[0] == "fail"
+    assert grade_choice("B", choices, "Z")[0] == "error"
+    assert (
+        grade(_record("multiple_choice", choices=choices, expected_answer="C"), "Answer: C").verdict == "pass"
+    )
+
+
+def test_grade_result_is_frozen_and_picklable() -> None:
+    result = GradeResult(verdict="fail", detail="x", duration_s=0.1)
+    assert pickle.loads(pickle.dumps(result)) == result
+    with pytest.raises(ValueError, match="frozen"):
+        result.verdict = "pass"  # type: ignore[misc]
