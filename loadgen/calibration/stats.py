@@ -1,0 +1,79 @@
+"""The calibration server's own accuracy: how late each send was against its absolute deadline.
+
+Lateness is kept in a fixed histogram of 10 microsecond bins (up to 1 s, then one overflow bin), so
+recording one send costs one list increment and a run of any length uses constant memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+BIN_NS = 10_000
+BINS = 100_001  # 100_000 bins of 10 us (1 s) and one overflow bin
+
+
+@dataclass
+class LatenessHistogram:
+    """Counts of ``actual send - deadline`` in 10 us bins; quantiles return bin upper edges."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * BINS)
+    total: int = 0
+    max_ns: int = 0
+
+    def add(self, lateness_ns: int) -> None:
+        if lateness_ns < 0:
+            lateness_ns = 0
+        index = lateness_ns // BIN_NS
+        self.counts[index if index < BINS else BINS - 1] += 1
+        self.total += 1
+        if lateness_ns > self.max_ns:
+            self.max_ns = lateness_ns
+
+    def quantile_s(self, q: float) -> float | None:
+        if self.total == 0:
+            return None
+        rank = q * self.total
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if count and seen >= rank:
+                return (index + 1) * BIN_NS / 1e9
+        return self.max_ns / 1e9
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "count": self.total,
+            "p50_s": self.quantile_s(0.5),
+            "p90_s": self.quantile_s(0.9),
+            "p99_s": self.quantile_s(0.99),
+            "p999_s": self.quantile_s(0.999),
+            "max_s": self.max_ns / 1e9 if self.total else None,
+        }
+
+
+@dataclass
+class ServerStats:
+    """Everything ``GET /calibration/stats`` reports."""
+
+    first_token: LatenessHistogram = field(default_factory=LatenessHistogram)
+    later_tokens: LatenessHistogram = field(default_factory=LatenessHistogram)
+    requests: int = 0
+    streams_done: int = 0
+    max_open_streams: int = 0
+    chunks_sent: int = 0
+    request_ids: list[str] = field(default_factory=list)
+
+    def as_json(self, open_streams: int, cpu_s: float, wall_s: float) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "streams_done": self.streams_done,
+            "open_streams": open_streams,
+            "max_open_streams": self.max_open_streams,
+            "chunks_sent": self.chunks_sent,
+            "first_token_lateness": self.first_token.summary(),
+            "token_lateness": self.later_tokens.summary(),
+            "cpu_s": cpu_s,
+            "wall_s": wall_s,
+            "request_id_count": len(self.request_ids),
+        }

@@ -1,0 +1,126 @@
+"""The Locust entry point: users, the load shape, and the wiring of master and workers.
+
+Every Locust process (master, each worker, or the one process of a local run) loads this file with
+``--m3bench-config run.json`` (or ``M3BENCH_CONFIG``): a resolved ``RunConfig``. Run it through
+``m3bench load run``, or by hand, e.g. for a worker on another host::
+
+    locust -f loadgen/locustfile.py --worker --master-host HOST --m3bench-config run.json
+
+Closed loop: one ``ChatUser`` per concurrent stream. Open loop: one ``OpenLoopDriver`` per process,
+which sends its share of the stage's absolute arrival schedule (users do not pace it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from locust import LoadTestShape, User, constant, events, task
+from locust.runners import LocalRunner, MasterRunner, Runner, WorkerRunner
+
+from loadgen import controller as controller_module
+from loadgen import worker as worker_module
+from loadgen.profile import RunConfig
+
+_state: dict[str, Any] = {"runtime": None, "controller": None}
+
+
+def _runtime() -> worker_module.WorkerRuntime:
+    runtime = _state["runtime"]
+    assert runtime is not None, "this process has no m3bench runtime (is --m3bench-config set?)"
+    return runtime  # type: ignore[no-any-return]
+
+
+class ChatUser(User):
+    """A closed-loop stream: sends the next request as soon as the previous reply has ended."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.rng = _runtime().user_rng()
+
+    @task
+    def chat(self) -> None:
+        _runtime().closed_loop_step(self.rng)
+
+
+class OpenLoopDriver(User):
+    """Sends this process's share of an open-loop schedule; one per process."""
+
+    wait_time = constant(0)
+
+    @task
+    def drive(self) -> None:
+        _runtime().open_loop_drive()
+
+
+class M3Shape(LoadTestShape):
+    """Stages, ramps and sweeps of the profile; the controller decides, this reports to Locust."""
+
+    def tick(self) -> tuple[int, float, list[type[User]] | None] | None:
+        control = _state["controller"]
+        runner = self.runner
+        if control is None or runner is None:
+            return None
+        return control.tick(_worker_positions(runner), runner.send_message)  # type: ignore[no-any-return]
+
+
+def _worker_positions(runner: Runner) -> dict[str, int]:
+    if isinstance(runner, MasterRunner):
+        indexes = sorted(runner.get_worker_index(client.id)
+                         for client in runner.clients.ready + runner.clients.running + runner.clients.spawning)
+        return {f"w{index}": position for position, index in enumerate(indexes)}
+    return {"local": 0}
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--m3bench-config", env_var="M3BENCH_CONFIG", default="",
+                        help="Resolved m3bench RunConfig (JSON) written by `m3bench load run`.")
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    options = environment.parsed_options
+    path = getattr(options, "m3bench_config", "") if options is not None else ""
+    if not path:
+        return
+    config = RunConfig.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    assert config.run_id is not None
+    run_dir = config.out_dir / config.run_id
+    cpus = config.profile.generator.cpus
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    runner = environment.runner
+    if isinstance(runner, (MasterRunner, LocalRunner)):
+        control = controller_module.Controller(
+            config, run_dir, {"closed": ChatUser, "open": OpenLoopDriver}
+        )
+        _state["controller"] = control
+        runner.register_message(worker_module.MSG_HELLO, lambda msg, **_: control.on_hello(msg.data))
+        runner.register_message(worker_module.MSG_RECORDS, lambda msg, **_: control.on_records(msg.data))
+        runner.register_message(worker_module.MSG_DONE, lambda msg, **_: control.on_done(msg.data))
+        runner.register_message(worker_module.MSG_DRAINED, lambda msg, **_: control.on_drained(msg.data))
+    if isinstance(runner, (WorkerRunner, LocalRunner)):
+        tag = "local" if isinstance(runner, LocalRunner) else f"w{runner.worker_index}"
+        runtime = worker_module.WorkerRuntime(config, run_dir, tag, runner.send_message)
+        _state["runtime"] = runtime
+        runner.register_message(
+            worker_module.MSG_STAGE,
+            lambda msg, **_: runtime.on_stage(msg.data, int(msg.data["positions"].get(tag, 0))),
+        )
+        runner.register_message(worker_module.MSG_DRAIN, lambda msg, **_: runtime.on_drain())
+        runner.send_message(worker_module.MSG_HELLO, runtime.hello())
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_: Any) -> None:
+    runtime = _state["runtime"]
+    if runtime is not None:
+        runtime.close()
+    control = _state["controller"]
+    if control is not None:
+        control.finish()
+        # Failed requests are data in the records, not a failed run.
+        environment.process_exit_code = 0 if control.finished else 1

@@ -1,0 +1,236 @@
+"""Load profiles and run configuration: declared once, validated with clear messages (extra="forbid").
+
+A profile says *how* to load (mode, arrivals, stages or a sweep, sampling, request options, grading,
+SLOs, generator layout); a ``RunConfig`` adds *what* to load (endpoint, task set, models) and where the
+results go. Profiles come from a YAML file, a built-in name (``loadgen/profiles/<name>.yaml``) or an
+inline YAML/JSON string.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+
+class LoadgenError(Exception):
+    """A problem the user can fix; the CLI prints it as one line."""
+
+
+class ProfileError(LoadgenError):
+    pass
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Arrival(_Model):
+    """Open-loop inter-arrival times. gamma: shape = burstiness, mean 1/rate (burstiness 1 = Poisson)."""
+
+    kind: Literal["constant", "poisson", "gamma"] = "poisson"
+    burstiness: float = Field(default=1.0, gt=0, description="Gamma shape; < 1 is burstier than Poisson.")
+
+
+class StageTimes(_Model):
+    ramp_s: float = Field(default=0.0, ge=0, description="Linear ramp from the previous stage, inside warmup.")
+    warmup_s: float = Field(default=0.0, ge=0)
+    measure_s: float | None = Field(default=None, gt=0)
+    measure_requests: int | None = Field(default=None, gt=0, description="Measured requests (all workers).")
+    cooldown_s: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> StageTimes:
+        if self.ramp_s > self.warmup_s:
+            raise ValueError(f"ramp_s ({self.ramp_s}) must fit inside warmup_s ({self.warmup_s})")
+        return self
+
+
+class Stage(StageTimes):
+    name: str | None = None
+    concurrency: int | None = Field(default=None, ge=1, description="Closed loop: concurrent streams.")
+    rate: float | None = Field(default=None, gt=0, description="Open loop: requests per second.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Stage:
+        if (self.concurrency is None) == (self.rate is None):
+            raise ValueError("a stage sets exactly one of concurrency (closed loop) or rate (open loop)")
+        if self.measure_s is None and self.measure_requests is None:
+            raise ValueError("a stage is bounded by measure_s, measure_requests or both")
+        return self
+
+
+class Sweep(StageTimes):
+    """Shorthand for one stage per value, all with the same times."""
+
+    concurrencies: list[int] | None = Field(default=None, min_length=1)
+    rates: list[float] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_axis(self) -> Sweep:
+        if (self.concurrencies is None) == (self.rates is None):
+            raise ValueError("a sweep sets exactly one of concurrencies or rates")
+        if self.measure_s is None and self.measure_requests is None:
+            raise ValueError("a sweep is bounded by measure_s, measure_requests or both")
+        return self
+
+
+class Sampling(_Model):
+    by: Literal["language", "task"] = Field(
+        default="language", description="language: pick a language uniformly, then a task; task: any task."
+    )
+    languages: list[str] | None = Field(default=None, description="Only these natural languages (BCP-47).")
+    groups: list[str] | None = Field(default=None, description="Only these metadata.group values.")
+    model_weights: dict[str, float] | None = Field(default=None, description="Relative share per model.")
+
+
+class RequestOptions(_Model):
+    api: Literal["chat", "completions"] = "chat"
+    max_tokens: int | None = Field(default=None, gt=0, description="Overrides each task's gen.max_tokens.")
+    temperature: float | None = Field(default=0.0, ge=0)
+    system_prompt: str | None = None
+    timeout_s: float = Field(default=300.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Merged into every request body.")
+    api_key_env: str | None = Field(default="OPENAI_API_KEY", description="Env var holding a bearer token.")
+
+
+class GradingOptions(_Model):
+    enabled: bool = True
+    processes: int = Field(default=1, ge=1, description="Grader processes per generator process.")
+    function: str = Field(default="loadgen.grading:grade", description="module:function(task, answer).")
+
+
+class Slo(_Model):
+    ttft_s: float | None = Field(default=None, gt=0)
+    tpot_s: float | None = Field(default=None, gt=0)
+    e2e_s: float | None = Field(default=None, gt=0)
+
+
+class Generator(_Model):
+    workers: int = Field(default=0, ge=0, description="Local worker processes; 0 runs one process, no master.")
+    remote_workers: int = Field(default=0, ge=0, description="Workers started elsewhere that the master waits for.")
+    master_bind_host: str = "127.0.0.1"
+    master_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    cpus: list[int] | None = Field(default=None, description="Pin generator processes to these CPUs.")
+    max_inflight: int = Field(default=10_000, ge=1, description="Open loop: per-process cap on open requests.")
+    web_ui: bool = False
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8089, ge=0, le=65535)
+    web_autoquit_s: int = Field(default=60, ge=0)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0: a free port per process.")
+    file_sd_path: Path | None = Field(default=None, description="Also write the file_sd target list here.")
+    export_itl: bool = Field(default=True, description="Observe every ITL gap in Prometheus (costs CPU).")
+    max_loop_lag_s: float = Field(default=0.02, gt=0, description="p99 loop lag above this: run invalid.")
+    max_read_delay_s: float = Field(default=0.02, gt=0, description="p99 read delay above this: run invalid.")
+    max_schedule_lag_s: float = Field(default=0.01, gt=0, description="p99 schedule lag above this: invalid.")
+    max_cpu_fraction: float = Field(default=0.9, gt=0, le=1, description="Generator CPU use above: invalid.")
+
+
+class Profile(_Model):
+    name: str = "custom"
+    mode: Literal["closed", "open"]
+    arrival: Arrival = Field(default_factory=Arrival)
+    stages: list[Stage] = Field(default_factory=list)
+    sweep: Sweep | None = None
+    sampling: Sampling = Field(default_factory=Sampling)
+    request: RequestOptions = Field(default_factory=RequestOptions)
+    grading: GradingOptions = Field(default_factory=GradingOptions)
+    slo: Slo = Field(default_factory=Slo)
+    generator: Generator = Field(default_factory=Generator)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _stages(self) -> Profile:
+        if bool(self.stages) == (self.sweep is not None):
+            raise ValueError("a profile has either stages or a sweep")
+        for index, stage in enumerate(self.resolved_stages()):
+            if self.mode == "closed" and stage.concurrency is None:
+                raise ValueError(f"stage {index}: closed-loop stages set concurrency, not rate")
+            if self.mode == "open" and stage.rate is None:
+                raise ValueError(f"stage {index}: open-loop stages set rate, not concurrency")
+        names = [stage.name for stage in self.resolved_stages()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        return self
+
+    def resolved_stages(self) -> list[Stage]:
+        """Explicit stages, or one per sweep value; every stage gets a name."""
+        if self.sweep is None:
+            stages = list(self.stages)
+        else:
+            times = self.sweep.model_dump(include=set(StageTimes.model_fields))
+            if self.sweep.concurrencies is not None:
+                stages = [Stage(concurrency=c, **times) for c in self.sweep.concurrencies]
+            else:
+                stages = [Stage(rate=r, **times) for r in self.sweep.rates or []]
+        named = []
+        for index, stage in enumerate(stages):
+            if stage.name is None:
+                label = f"c{stage.concurrency}" if stage.concurrency is not None else f"r{stage.rate:g}"
+                stage = stage.model_copy(update={"name": f"s{index}-{label}"})
+            named.append(stage)
+        return named
+
+
+class RunConfig(_Model):
+    endpoint: str
+    tasks: Path
+    models: list[str] = Field(min_length=1)
+    profile: Profile
+    out_dir: Path = Path("results/load")
+    run_id: str | None = None
+    preflight: bool = True
+
+    @model_validator(mode="after")
+    def _weights(self) -> RunConfig:
+        weights = self.profile.sampling.model_weights
+        if weights is not None and set(weights) - set(self.models):
+            unknown = sorted(set(weights) - set(self.models))
+            raise ValueError(f"model_weights names models not in --models: {', '.join(unknown)}")
+        return self
+
+
+def _one_line(exc: ValidationError, where: str) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"]) or "profile"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"invalid profile {where}: {location}: {message}{more}"
+
+
+def load_profile(spec: str | Path, overrides: dict[str, Any] | None = None) -> Profile:
+    """A profile from a file path, a built-in name or inline YAML/JSON; ``overrides`` merge on top."""
+    text = str(spec)
+    path = Path(text)
+    builtin = PROFILES_DIR / f"{text}.yaml"
+    if path.suffix in (".yaml", ".yml", ".json") and not path.is_file() and "\n" not in text and "{" not in text:
+        raise ProfileError(f"profile file {text} does not exist")
+    if path.is_file():
+        where, source = str(path), path.read_text(encoding="utf-8")
+    elif builtin.is_file():
+        where, source = f"'{text}'", builtin.read_text(encoding="utf-8")
+    else:
+        where, source = "(inline)", text
+    try:
+        data = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"profile {where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+        raise ProfileError(f"profile {where} is neither a file, a built-in ({known}) nor a YAML mapping")
+    for key, value in (overrides or {}).items():
+        target = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(_one_line(exc, where)) from None

@@ -1,0 +1,198 @@
+"""Run a load test: preflight, start Locust (one process, or master + workers), wait, summarize.
+
+``run_load(config) -> RunResult`` is the Python API (the demo orchestration calls it);
+``m3bench load run`` is a thin CLI over it. A run directory holds everything the run measured:
+run.json (resolved config), provenance.json, records.jsonl (merged, graded), records/ (each
+process's own append-only files), generator.jsonl, summary.json and summaries/, prometheus/
+(file_sd targets), logs/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadgen.merge import reconcile
+from loadgen.preflight import preflight
+from loadgen.profile import LoadgenError, RunConfig
+from loadgen.provenance import describe
+from loadgen.summary import summarize_run
+from loadgen.workload import Workload
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    summary: dict[str, Any]
+    records: int
+    warnings: list[str] = field(default_factory=list)
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def records_path(self) -> Path:
+        return self.run_dir / "records.jsonl"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    run_id = config.run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    generator = config.profile.generator
+    if generator.workers and not generator.master_port:
+        generator = generator.model_copy(update={"master_port": _free_port(generator.master_bind_host)})
+    profile = config.profile.model_copy(update={"generator": generator})
+    return config.model_copy(update={"run_id": run_id, "profile": profile, "tasks": config.tasks.resolve(),
+                                     "out_dir": config.out_dir.resolve()})
+
+
+def _commands(config: RunConfig, run_file: Path) -> dict[str, list[str]]:
+    generator = config.profile.generator
+    base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--m3bench-config", str(run_file),
+            "--host", config.endpoint, "--loglevel", "INFO", "--stop-timeout", "5"]
+    ui = ["--web-host", generator.web_host, "--web-port", str(generator.web_port), "--autostart",
+          "--autoquit", str(generator.web_autoquit_s)] if generator.web_ui else ["--headless"]
+    if not generator.workers and not generator.remote_workers:
+        return {"local": [*base, *ui]}
+    expected = generator.workers + generator.remote_workers
+    commands = {"master": [*base, *ui, "--master", "--master-bind-host", generator.master_bind_host,
+                           "--master-bind-port", str(generator.master_port), "--expect-workers", str(expected),
+                           "--expect-workers-max-wait", "120"]}
+    for index in range(generator.workers):
+        commands[f"worker{index}"] = [*base, "--worker", "--master-host", generator.master_bind_host,
+                                      "--master-port", str(generator.master_port)]
+    return commands
+
+
+def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
+    """Run the whole test described by ``config``; raises ``LoadgenError`` for anything the user must fix."""
+    config = resolve(config)
+    assert config.run_id is not None
+    Workload(config.tasks, config.models, config.profile.sampling, config.profile.request)  # fail early
+    profile = config.profile
+    provenance: dict[str, Any] = describe()
+    if config.preflight:
+        key_env = profile.request.api_key_env
+        key = os.environ.get(key_env, "") if key_env else ""
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        provenance["endpoint_models"] = preflight(
+            config.endpoint, config.models, profile.request.api == "chat", profile.request.timeout_s, headers)
+    run_dir = config.out_dir / config.run_id
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    run_file = run_dir / "run.json"
+    run_file.write_text(config.model_dump_json(indent=2), encoding="utf-8")
+    provenance["commands"] = _commands(config, run_file)
+    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
+    processes = _start(provenance["commands"], run_dir)
+    warnings = _wait(processes, run_dir, config, progress)
+    exit_codes = {name: process.returncode for name, process in processes.items()}
+    added = reconcile(run_dir)
+    if added:
+        warnings.append(f"{added} records were missing from the merged file and were taken from worker files")
+    summary = summarize_run(run_dir)
+    summary["run"] = {"run_id": config.run_id, "endpoint": config.endpoint, "models": config.models,
+                      "profile": profile.name, "warnings": warnings, "exit_codes": exit_codes}
+    _write_summaries(run_dir, summary)
+    return RunResult(config.run_id, run_dir, summary, summary["records"], warnings, exit_codes)
+
+
+def _start(commands: dict[str, list[str]], run_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name, command in commands.items():
+        log = (run_dir / "logs" / f"{name}.log").open("ab")
+        processes[name] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                           env=env, start_new_session=True)
+        log.close()
+        if name == "master":
+            time.sleep(0.5)  # let the master bind before workers dial in
+    return processes
+
+
+def _planned_s(config: RunConfig) -> float:
+    from loadgen.schedule import build_plans  # noqa: PLC0415
+
+    total = 0.0
+    for plan in build_plans(config.profile):
+        total += plan.planned_s if plan.planned_s is not None else 3600.0
+    return total
+
+
+def _wait(processes: dict[str, subprocess.Popen[bytes]], run_dir: Path, config: RunConfig,
+          progress: Progress | None) -> list[str]:
+    warnings: list[str] = []
+    main = processes.get("master") or processes["local"]
+    limit = time.monotonic() + _planned_s(config) + 2 * config.profile.request.timeout_s + 900
+    if config.profile.generator.web_ui:
+        limit += 24 * 3600.0
+    try:
+        while main.poll() is None:
+            if time.monotonic() > limit:
+                warnings.append("the run overran its plan by far; Locust was stopped")
+                break
+            for name, process in processes.items():
+                if process is not main and process.poll() is not None and name not in str(warnings):
+                    warnings.append(f"{name} exited early with code {process.returncode}; see logs/{name}.log")
+            if progress is not None:
+                status = run_dir / "status.json"
+                if status.is_file():
+                    try:
+                        progress(json.loads(status.read_text(encoding="utf-8")))
+                    except ValueError:
+                        pass
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        warnings.append("interrupted")
+    finally:
+        _stop(processes)
+    if main.returncode not in (0, None):
+        warnings.append(f"Locust exited with code {main.returncode}; see {run_dir / 'logs'}")
+    return warnings
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Let Locust finish on its own (the master tells workers to quit), then insist."""
+    main = processes.get("master") or processes.get("local")
+    if main is not None and main.poll() is None:
+        main.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [process for process in processes.values() if process.poll() is None]
+        for process in alive:
+            process.send_signal(sig)
+        for process in alive:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _write_summaries(run_dir: Path, summary: dict[str, Any]) -> None:
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    stage_dir = run_dir / "summaries"
+    stage_dir.mkdir(exist_ok=True)
+    for stage in summary["stages"]:
+        name = f"stage-{stage['stage_index']:02d}-{stage['stage']}.json"
+        (stage_dir / name).write_text(json.dumps(stage, indent=2, default=str), encoding="utf-8")

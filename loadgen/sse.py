@@ -1,0 +1,218 @@
+"""After a reply has ended: undo chunked framing, split SSE events, read the OpenAI chunks.
+
+Each content event gets the arrival time of the read that carried its last byte (see
+``loadgen.http_stream``). Usage comes from the server's ``usage`` chunk only; chunks are never counted
+as tokens. A reply that is not an SSE stream, or whose data lines are not JSON, is ``bad_stream``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen.http_stream import RawReply
+from loadgen.records import Status
+
+
+@dataclass
+class ParsedReply:
+    status: Status
+    error: str = ""
+    content_ns: list[int] = field(default_factory=list)  # arrival of each content event
+    content_user_ns: list[int] = field(default_factory=list)  # user-space time of the same reads
+    text: str = ""
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+    coalesced_reads: int = 0  # reads that carried more than one content event
+
+
+def dechunk(body: bytes | bytearray) -> tuple[bytes, list[tuple[int, int]]]:
+    """(payload, [(payload offset, raw offset)] at each chunk start) of a chunked body."""
+    pieces: list[bytes] = []
+    marks: list[tuple[int, int]] = []
+    position = 0
+    produced = 0
+    while position < len(body):
+        line_end = body.find(b"\r\n", position)
+        if line_end < 0:
+            break
+        size = int(bytes(body[position:line_end]).split(b";", 1)[0], 16)
+        if size == 0:
+            break
+        start = line_end + 2
+        marks.append((produced, start))
+        pieces.append(bytes(body[start : start + size]))
+        produced += size
+        position = start + size + 2
+    return b"".join(pieces), marks
+
+
+def _events(payload: bytes) -> list[tuple[int, str]]:
+    """(payload offset of the blank line ending it, joined data) for every event with data."""
+    events: list[tuple[int, str]] = []
+    data: list[str] = []
+    position = 0
+    size = len(payload)
+    while position < size:
+        end = payload.find(b"\n", position)
+        if end < 0:
+            break  # an unterminated last line is not an event
+        line = payload[position:end]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if data:
+                events.append((end, "\n".join(data)))
+                data = []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append((value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace"))
+        position = end + 1
+    return events
+
+
+def _load_all(datas: list[str]) -> list[Any] | tuple[int, str]:
+    """All data payloads as JSON, or (index, message) of the first that is not JSON."""
+    try:
+        loaded = json.loads("[" + ",".join(datas) + "]")
+        if isinstance(loaded, list) and len(loaded) == len(datas):
+            return loaded
+    except ValueError:
+        pass
+    out: list[Any] = []
+    for index, data in enumerate(datas):
+        try:
+            out.append(json.loads(data))
+        except ValueError as exc:
+            return index, f"SSE event {index} is not JSON ({exc.msg}): {data[:80]!r}"
+    return out
+
+
+def _error_text(reply: RawReply) -> str:
+    body = bytes(reply.body)
+    if "chunked" in reply.headers.get("transfer-encoding", ""):
+        try:
+            body = dechunk(body)[0]
+        except ValueError:
+            pass
+    try:
+        obj = json.loads(body)
+        if isinstance(obj, dict):
+            detail = obj.get("error", obj.get("detail", obj.get("message")))
+            if isinstance(detail, dict):
+                detail = detail.get("message", detail)
+            return f"HTTP {reply.status}: {detail}"
+    except ValueError:
+        pass
+    return f"HTTP {reply.status}: {body[:200].decode('utf-8', 'replace')}"
+
+
+def parse_reply(reply: RawReply, chat: bool = True) -> ParsedReply:
+    """Classify and read one exchange. Partial streams keep whatever tokens did arrive."""
+    if reply.error_kind == "connect":
+        return ParsedReply("disconnect", reply.error)
+    if reply.status is not None and reply.status != 200:
+        return ParsedReply("http_error", _error_text(reply) if reply.complete else f"HTTP {reply.status}")
+    content_type = reply.headers.get("content-type", "")
+    if reply.status == 200 and not content_type.startswith("text/event-stream"):
+        return ParsedReply("bad_stream", f"reply is {content_type or 'untyped'}, not an SSE stream (text/event-stream)")
+    parsed = _read_stream(reply, chat)
+    if reply.error_kind == "timeout":
+        parsed.status, parsed.error = "timeout", reply.error
+    elif reply.error_kind in ("disconnect", "bad_reply"):
+        parsed.status = "disconnect" if reply.error_kind == "disconnect" else "bad_stream"
+        parsed.error = reply.error
+    return parsed
+
+
+def _read_stream(reply: RawReply, chat: bool) -> ParsedReply:
+    parsed = ParsedReply("ok")
+    body = reply.body
+    try:
+        if "chunked" in reply.headers.get("transfer-encoding", ""):
+            payload, marks = dechunk(body)
+        else:
+            payload, marks = bytes(body), [(0, 0)]
+    except ValueError as exc:
+        return ParsedReply("bad_stream", f"unreadable chunked framing: {exc}")
+    events = _events(payload)
+    done = bool(events) and events[-1][1].strip() == "[DONE]"
+    datas = [data for _, data in events if data.strip() != "[DONE]"]
+    loaded = _load_all(datas)
+    if isinstance(loaded, tuple):
+        parsed.status, parsed.error = "bad_stream", loaded[1]
+        events = events[: loaded[0]]
+        loaded = _load_all([data for _, data in events if data.strip() != "[DONE]"])
+        assert isinstance(loaded, list)
+    # map payload offsets back to raw body offsets, then to the read that delivered them
+    payload_starts = [mark[0] for mark in marks]
+    read_ends = [end for _, _, end in reply.reads]
+    texts: list[str] = []
+    last_read = -1
+    in_this_read = 0
+    objects = iter(loaded)
+    for offset, data in events:
+        if data.strip() == "[DONE]":
+            continue
+        obj = next(objects)
+        if not isinstance(obj, dict):
+            continue
+        if "error" in obj and not obj.get("choices"):
+            if parsed.status == "ok":
+                parsed.status, parsed.error = "bad_stream", f"server error in stream: {obj['error']}"
+            continue
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            parsed.prompt_tokens = usage.get("prompt_tokens", parsed.prompt_tokens)
+            parsed.output_tokens = usage.get("completion_tokens", parsed.output_tokens)
+        choices = obj.get("choices")
+        if not choices or not isinstance(choices, list):
+            continue
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            parsed.finish_reason = choice["finish_reason"]
+        carried, text = _delta(choice, chat)
+        if not carried:
+            continue
+        mark = marks[bisect.bisect_right(payload_starts, offset) - 1]
+        raw_offset = mark[1] + (offset - mark[0])
+        read = min(bisect.bisect_left(read_ends, raw_offset + 1), len(reply.reads) - 1)
+        arrival, user_ns, _ = reply.reads[read] if reply.reads else (reply.end_ns, reply.end_ns, 0)
+        if read == last_read:
+            in_this_read += 1
+            if in_this_read == 2:
+                parsed.coalesced_reads += 1
+        else:
+            last_read, in_this_read = read, 1
+        parsed.content_ns.append(arrival)
+        parsed.content_user_ns.append(user_ns)
+        texts.append(text)
+    parsed.text = "".join(texts)
+    if parsed.status == "ok" and reply.complete and not done and parsed.finish_reason is None:
+        parsed.status, parsed.error = "bad_stream", "stream ended without a finish_reason or [DONE]"
+    return parsed
+
+
+def _delta(choice: dict[str, Any], chat: bool) -> tuple[bool, str]:
+    """(whether the chunk carried generated text, the part that belongs to the answer).
+
+    Reasoning text (``reasoning_content``/``reasoning``) counts as a token for timing but is not
+    part of the answer that gets graded.
+    """
+    if not chat:
+        text = choice.get("text")
+        return (True, text) if isinstance(text, str) and text else (False, "")
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return False, ""
+    content = delta.get("content")
+    if isinstance(content, str) and content:
+        return True, content
+    for key in ("reasoning_content", "reasoning"):
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            return True, ""
+    return False, ""

@@ -1,0 +1,290 @@
+"""The sending side of one Locust process: sends requests, writes records, grades, exports, forwards.
+
+One ``WorkerRuntime`` per process that sends (a Locust worker, or the single process of a local run).
+It follows the stage the master announces (``MSG_STAGE``), tags every request with stage and phase at
+birth, writes the record to its own file before anything else happens to it (append + flush), grades
+it in the grader pool, and forwards the final record to the master, which merges all of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from loadgen.exporter import ClientMetrics
+from loadgen.grading_pool import GradingPool
+from loadgen.http_stream import ConnectionPool, Endpoint, build_request, exchange
+from loadgen.profile import RunConfig
+from loadgen.records import Phase, RecordWriter, RequestRecord
+from loadgen.schedule import ClosedLoopPhases, OpenLoopPhases, StagePlan, build_plans
+from loadgen.sse import parse_reply
+from loadgen.workload import Workload
+
+log = logging.getLogger(__name__)
+MSG_STAGE, MSG_DRAIN = "m3_stage", "m3_drain"  # master -> workers
+MSG_HELLO, MSG_RECORDS, MSG_DONE, MSG_DRAINED = "m3_hello", "m3_records", "m3_done", "m3_drained"  # -> master
+_perf = time.perf_counter_ns
+
+
+@dataclass
+class ActiveStage:
+    plan: StagePlan
+    start_ns: int  # perf_counter_ns of this process
+    workers: int
+    position: int
+    closed: ClosedLoopPhases | None
+    opened: OpenLoopPhases | None
+    done_sent: bool = False
+    cpu_at_start: float = 0.0
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class WorkerRuntime:
+    def __init__(self, config: RunConfig, run_dir: Path, tag: str, send: Any) -> None:
+        profile = config.profile
+        self.config, self.profile, self.tag, self.send = config, profile, tag, send
+        assert config.run_id is not None
+        self.run_id = config.run_id
+        self.plans = build_plans(profile)
+        self.anchor_wall_ns, self.anchor_perf_ns = time.time_ns(), _perf()
+        self.endpoint = Endpoint.parse(config.endpoint)
+        self.workload = Workload(config.tasks, config.models, profile.sampling, profile.request)
+        self.workload.warm()
+        self.tasks_by_index = self.workload.tasks
+        self.chat = profile.request.api == "chat"
+        self.pool = ConnectionPool(self.endpoint, profile.request.connect_timeout_s)
+        self.writer = RecordWriter(run_dir / "records" / f"{tag}.jsonl")
+        self.grades = RecordWriter(run_dir / "records" / f"{tag}.grades.jsonl")
+        self.grader = GradingPool(profile.grading.processes, profile.grading.function) if profile.grading.enabled else None
+        self.metrics = ClientMetrics(self.run_id, profile.generator.export_itl)
+        generator = profile.generator
+        port = generator.metrics_port and generator.metrics_port + 1 + (int(tag[1:]) if tag[1:].isdigit() else 0)
+        self.metrics_port = self.metrics.serve(generator.metrics_host, port)
+        key = os.environ.get(profile.request.api_key_env or "", "") if profile.request.api_key_env else ""
+        self.auth = f"authorization: Bearer {key}\r\n" if key else ""
+        self.seq = itertools.count(1)
+        self.user_seq = itertools.count()
+        self.inflight = 0
+        self.stage: ActiveStage | None = None
+        self.stage_changed = Event()
+        self.draining = False
+        self.outbox: list[str] = []
+        self.forwarded = 0
+        self.loop_lags: list[float] = []
+        self.greenlets = [gevent.spawn(self._forward_loop), gevent.spawn(self._watch_loop),
+                          gevent.spawn(self._lag_loop)]
+
+    # ------------------------------------------------------------ messages from the master
+    def hello(self) -> dict[str, Any]:
+        return {"tag": self.tag, "pid": os.getpid(), "metrics": f"{self.profile.generator.metrics_host}:{self.metrics_port}"}
+
+    def on_stage(self, data: dict[str, Any], position: int) -> None:
+        plan = self.plans[int(data["index"])]
+        start_ns = _perf() + (int(data["start_wall_ns"]) - time.time_ns())
+        workers = int(data["workers"])
+        self.stage = ActiveStage(
+            plan=plan, start_ns=start_ns, workers=workers, position=position,
+            closed=ClosedLoopPhases(plan, workers, position) if plan.mode == "closed" else None,
+            opened=OpenLoopPhases(plan) if plan.mode == "open" else None, cpu_at_start=_cpu_s(),
+        )
+        self.loop_lags = []
+        if plan.mode == "open":
+            self.metrics.target_rate(plan.name, plan.target / workers)
+        self.stage_changed.set()
+        self.stage_changed = Event()
+
+    def on_drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            self.stage_changed.set()
+            gevent.spawn(self._drain)
+
+    # ------------------------------------------------------------ closed loop
+    def user_rng(self) -> random.Random:
+        return random.Random(f"m3bench-user:{self.profile.seed}:{self.tag}:{next(self.user_seq)}")
+
+    def closed_loop_step(self, rng: random.Random) -> None:
+        stage = self.stage
+        if stage is None or self.draining or stage.closed is None:
+            gevent.sleep(0.05)
+            return
+        elapsed = (_perf() - stage.start_ns) / 1e9
+        if elapsed < 0:
+            gevent.sleep(min(-elapsed, 0.05))
+            return
+        model, task_index = self.workload.draw(rng)
+        record = self.perform(stage, stage.closed.phase(elapsed), model, task_index, None)
+        if record.status == "disconnect" and record.http_status is None and record.sent_ns == record.end_ns:
+            gevent.sleep(0.2)  # cannot connect: do not spin on a dead endpoint
+
+    # ------------------------------------------------------------ open loop
+    def open_loop_drive(self) -> None:
+        while not self.draining:
+            stage = self.stage
+            if stage is None or stage.opened is None:
+                self.stage_changed.wait(0.1)
+                continue
+            self._run_open_stage(stage)
+
+    def _run_open_stage(self, stage: ActiveStage) -> None:
+        from loadgen.schedule import arrivals  # noqa: PLC0415
+
+        assert stage.opened is not None
+        changed = self.stage_changed
+        cap = self.profile.generator.max_inflight
+        for index, offset, rng in arrivals(stage.plan, self.profile.arrival, self.profile.seed):
+            model, task_index = self.workload.draw(rng)
+            phase = stage.opened.phase(offset) or "cooldown"
+            if index % stage.workers != stage.position:
+                continue
+            target_ns = stage.start_ns + int(offset * 1e9)
+            wait_ns = target_ns - _perf()
+            if wait_ns > 1_500_000 and changed.wait((wait_ns - 1_000_000) / 1e9):
+                return
+            while _perf() < target_ns:
+                gevent.sleep(0)  # the last millisecond: yield without trusting the loop's timer resolution
+            if self.stage is not stage or self.draining:
+                return
+            while self.inflight >= cap:
+                gevent.sleep(0.001)
+            gevent.spawn(self.perform, stage, phase, model, task_index, target_ns)
+
+    # ------------------------------------------------------------ one request
+    def perform(self, stage: ActiveStage, phase: Phase, model: str, task_index: int,
+                scheduled_ns: int | None) -> RequestRecord:
+        task = self.tasks_by_index[task_index]
+        request_id = f"{self.run_id}-{self.tag}-{next(self.seq)}"
+        headers = f"x-request-id: {request_id}\r\n{self.auth}"
+        request = build_request(self.endpoint, self.workload.path, self.workload.body(task_index, model), headers)
+        self.inflight += 1
+        self.metrics.inflight(model, 1)
+        try:
+            reply = exchange(self.pool, request, self.profile.request.timeout_s)
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight(model, -1)
+        parsed = parse_reply(reply, self.chat)
+        first = parsed.content_ns[0] if parsed.content_ns else None
+        record = RequestRecord(
+            run_id=self.run_id, request_id=request_id, stage=stage.plan.name, stage_index=stage.plan.index,
+            phase=phase, mode=stage.plan.mode, target=stage.plan.target, worker=self.tag, model=model,
+            task_id=task.id, language=task.natural_language, scheduled_ns=scheduled_ns, sent_ns=reply.sent_ns,
+            first_token_ns=first, end_ns=max(reply.end_ns, reply.sent_ns),
+            chunk_offsets_ns=[t - reply.sent_ns for t in parsed.content_ns],
+            timing="kernel" if reply.kernel_stamps else "user",
+            first_token_read_delay_ns=(parsed.content_user_ns[0] - first) if first is not None else None,
+            coalesced_reads=parsed.coalesced_reads, anchor_wall_ns=self.anchor_wall_ns,
+            anchor_perf_ns=self.anchor_perf_ns, http_status=reply.status, prompt_tokens=parsed.prompt_tokens,
+            output_tokens=parsed.output_tokens, finish_reason=parsed.finish_reason, status=parsed.status,
+            error=parsed.error[:2000], output=parsed.text,
+        )
+        self.writer.write(record)
+        self.metrics.observe(record)
+        self._fire_locust_event(record, len(reply.body))
+        if self.grader is not None and record.status == "ok":
+            self.grader.submit(task, record.output, task.grading.timeout_s,
+                               lambda verdict, detail, seconds: self._graded(record, verdict, detail, seconds))
+        else:
+            self.outbox.append(record.model_dump_json())
+        return record
+
+    def _graded(self, record: RequestRecord, verdict: str, detail: str, seconds: float) -> None:
+        record.grade = verdict if verdict in ("pass", "fail", "error", "timeout") else "error"  # type: ignore[assignment]
+        record.grade_detail = detail[:2000]
+        record.grade_duration_s = seconds
+        self.grades.write_line(record.model_dump_json(include={"request_id", "grade", "grade_detail",
+                                                              "grade_duration_s"}))
+        self.metrics.graded(record)
+        self.outbox.append(record.model_dump_json())
+
+    def _fire_locust_event(self, record: RequestRecord, size: int) -> None:
+        from locust import events  # noqa: PLC0415 - only inside Locust
+
+        failed = record.status != "ok"
+        events.request.fire(
+            request_type="POST", name=record.model, response_time=(record.end_ns - record.sent_ns) / 1e6,
+            response_length=size, exception=RuntimeError(f"{record.status}: {record.error}") if failed else None,
+            context={"stage": record.stage, "phase": record.phase},
+        )
+
+    # ------------------------------------------------------------ background greenlets
+    def _forward_loop(self) -> None:
+        while True:
+            gevent.sleep(0.2)
+            self.flush_outbox()
+
+    def flush_outbox(self) -> None:
+        if self.outbox:
+            lines, self.outbox = self.outbox, []
+            self.send(MSG_RECORDS, {"tag": self.tag, "lines": lines})
+            self.forwarded += len(lines)
+
+    def _watch_loop(self) -> None:
+        while True:
+            gevent.sleep(0.05)
+            stage = self.stage
+            if stage is None or stage.done_sent:
+                continue
+            elapsed = (_perf() - stage.start_ns) / 1e9
+            if stage.closed is not None:
+                done = stage.closed.done(elapsed)
+            else:
+                assert stage.opened is not None
+                plan = stage.plan
+                end = stage.opened.measure_end_s
+                if end is None and plan.measure_s is not None:
+                    end = plan.warmup_s + plan.measure_s
+                done = end is not None and elapsed >= end + plan.cooldown_s
+            if done:
+                stage.done_sent = True
+                self.send(MSG_DONE, {"tag": self.tag, "index": stage.plan.index, **self.health(stage, elapsed)})
+
+    def health(self, stage: ActiveStage, elapsed_s: float) -> dict[str, Any]:
+        lags = sorted(self.loop_lags)
+        return {
+            "cpu_s": _cpu_s() - stage.cpu_at_start, "wall_s": elapsed_s,
+            "loop_lag_p99_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
+            "loop_lag_max_s": lags[-1] if lags else None,
+        }
+
+    def _lag_loop(self) -> None:
+        period = 0.005
+        while True:
+            before = _perf()
+            gevent.sleep(period)
+            lag = max(0.0, (_perf() - before) / 1e9 - period)
+            self.loop_lags.append(lag)
+            self.metrics.loop_lag(lag)
+
+    def _drain(self) -> None:
+        limit = time.monotonic() + self.profile.request.timeout_s + 5
+        while self.inflight and time.monotonic() < limit:
+            gevent.sleep(0.05)
+        if self.grader is not None:
+            self.grader.drain(timeout_s=600)
+        self.flush_outbox()
+        self.send(MSG_DRAINED, {"tag": self.tag, "records": self.writer.count, "forwarded": self.forwarded,
+                                "inflight_left": self.inflight})
+
+    def close(self) -> None:
+        for greenlet in self.greenlets:
+            greenlet.kill(block=False)
+        if self.grader is not None:
+            self.grader.close()
+        self.writer.close()
+        self.grades.close()
+        self.pool.close()

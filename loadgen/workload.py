@@ -1,0 +1,136 @@
+"""What is sent: the task set, the (model, task) each request draws, and its request body.
+
+Bodies are built once per task (image as a base64 data URL, the task's prompt, which already holds the
+instruction in the task's language) and kept as bytes with the model name spliced in at send time, so
+the hot path copies bytes and formats nothing. Draws take exactly three ``random()`` values, which
+keeps an open-loop arrival sequence identical on every worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from loadgen.profile import LoadgenError, RequestOptions, Sampling
+from loadgen.tasks.schema import TaskRecord
+
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+
+
+def load_tasks(task_dir: Path) -> list[TaskRecord]:
+    from loadgen.tasks.loaders.common import LoaderError  # noqa: PLC0415 - keeps this module light
+    from loadgen.tasks.taskset import read_tasks  # noqa: PLC0415
+
+    if not task_dir.exists():
+        raise LoadgenError(f"task set {task_dir} does not exist (build one with `m3bench tasks build`)")
+    try:
+        return read_tasks(task_dir)
+    except LoaderError as exc:
+        raise LoadgenError(f"cannot read task set: {exc}") from None
+
+
+class Workload:
+    def __init__(
+        self, task_dir: Path, models: list[str], sampling: Sampling, request: RequestOptions,
+        tasks: list[TaskRecord] | None = None,
+    ) -> None:
+        self.root = task_dir if task_dir.is_dir() else task_dir.parent
+        every = tasks if tasks is not None else load_tasks(task_dir)
+        chosen = [
+            task for task in every
+            if (sampling.languages is None or task.natural_language in sampling.languages)
+            and (sampling.groups is None or task.metadata.group in sampling.groups)
+        ]
+        if not chosen:
+            raise LoadgenError(
+                f"no task in {task_dir} matches languages={sampling.languages} groups={sampling.groups}"
+            )
+        if request.api == "completions" and any(task.images for task in chosen):
+            raise LoadgenError("api 'completions' cannot send images: sample text-only groups or use 'chat'")
+        self.tasks = chosen
+        self.request = request
+        self.by = sampling.by
+        self.languages = sorted({task.natural_language for task in chosen})
+        self.by_language = {lang: [i for i, t in enumerate(chosen) if t.natural_language == lang]
+                            for lang in self.languages}
+        weights = sampling.model_weights or {}
+        shares = [max(0.0, float(weights.get(model, 1.0 if not weights else 0.0))) for model in models]
+        if sum(shares) <= 0:
+            raise LoadgenError("model_weights give every model a zero share")
+        total = sum(shares)
+        self.models = models
+        self.cumulative: list[float] = []
+        running = 0.0
+        for value in shares:
+            running += value / total
+            self.cumulative.append(running)
+        self._bodies: dict[int, bytes] = {}
+        self.path = "/v1/chat/completions" if request.api == "chat" else "/v1/completions"
+
+    def draw(self, rng: random.Random) -> tuple[str, int]:
+        """(model, task index): always exactly three draws from ``rng``."""
+        pick_model, pick_language, pick_task = rng.random(), rng.random(), rng.random()
+        model = self.models[-1]
+        for name, edge in zip(self.models, self.cumulative, strict=True):
+            if pick_model < edge:
+                model = name
+                break
+        if self.by == "language":
+            pool = self.by_language[self.languages[int(pick_language * len(self.languages))]]
+            return model, pool[int(pick_task * len(pool))]
+        return model, int(pick_task * len(self.tasks))
+
+    def body(self, task_index: int, model: str) -> bytes:
+        base = self._bodies.get(task_index)
+        if base is None:
+            base = self._bodies[task_index] = self._build(self.tasks[task_index])
+        return base[:-1] + b',"model":' + json.dumps(model).encode() + b"}"
+
+    def _image_url(self, task: TaskRecord, index: int) -> str:
+        image = task.images[index]
+        path = self.root / image.path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise LoadgenError(f"task {task.id}: cannot read image {path}: {exc.strerror}") from None
+        mime = _MIME.get(path.suffix.lower(), "image/png")
+        return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+    def _build(self, task: TaskRecord) -> bytes:
+        options = self.request
+        body: dict[str, Any] = {}
+        if options.api == "chat":
+            messages: list[dict[str, Any]] = []
+            if options.system_prompt:
+                messages.append({"role": "system", "content": options.system_prompt})
+            if task.images:
+                parts: list[dict[str, Any]] = [
+                    {"type": "image_url", "image_url": {"url": self._image_url(task, i)}}
+                    for i in range(len(task.images))
+                ]
+                parts.append({"type": "text", "text": task.prompt})
+                messages.append({"role": "user", "content": parts})
+            else:
+                messages.append({"role": "user", "content": task.prompt})
+            body["messages"] = messages
+        else:
+            body["prompt"] = task.prompt
+        body["max_tokens"] = options.max_tokens or task.gen.max_tokens
+        if task.gen.stop:
+            body["stop"] = task.gen.stop
+        if options.temperature is not None:
+            body["temperature"] = options.temperature
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        body.update(options.extra_body)
+        body.pop("model", None)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def warm(self) -> None:
+        """Build every body now (before the first stage) so no image is read during measurement."""
+        for index in range(len(self.tasks)):
+            if index not in self._bodies:
+                self._bodies[index] = self._build(self.tasks[index])
