@@ -6,48 +6,53 @@ frame each way per step):
 
 * first frame out: ``{"status": "ready"}``, ``{"status": "missing"}`` (entry point not defined) or
   ``{"status": "load_error", "type": ..., "message": ...}``;
-* then, per call in: ``{"args": [...], "kwargs": [...]}`` -> out ``{"ok": value}``,
+* then, per call in: ``{"args": [...], "kwargs": {...}}`` -> out ``{"ok": value}``,
   ``{"raise": [type, message]}`` or ``{"unencodable": why}``.
+
+Imports stay minimal (no ``json``, ``traceback``, ``typing``): this process starts once per grade.
 """
 
 import builtins
-import json
 import sys
-import traceback
-from typing import Any
 
 try:  # the sandbox receives these modules' source text ahead of this one
     from loadgen.grading._hardening import harden
-    from loadgen.grading._wire import UnencodableError, decode_value, encode_value, recv_frame, send_frame
+    from loadgen.grading._wire import (
+        UnencodableError,
+        decode_value,
+        encode_value,
+        recv_frame,
+        send_encoded,
+        send_frame,
+    )
 except ImportError:
     pass
 
 
-def _short(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return text[-400:]
-
-
 def _message(exc: BaseException) -> str:
     try:
-        return str(exc)[:400]
-    except Exception:
-        return "<unprintable>"
+        text = str(exc)
+    except Exception:  # a broken __str__ must not stop the reply
+        text = "<unprintable>"
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        text = f"{exc.msg} (line {exc.lineno})"
+    return text[:400]
 
 
-def _load(payload: dict[str, object], reply_fd: int) -> object:
-    namespace: dict[str, object] = {"__name__": "__m3bench_answer__", "__builtins__": builtins}
-    entry_point = str(payload["entry_point"])
+def _load(payload: dict, reply_fd: int) -> object:  # type: ignore[type-arg]
+    namespace: dict = {"__name__": "__m3bench_answer__", "__builtins__": builtins}  # type: ignore[type-arg]
+    entry_point = payload["entry_point"]
     try:
-        exec(compile(str(payload["prelude"]), "<problem>", "exec"), namespace)  # noqa: S102
+        exec(compile(payload["prelude"], "<problem>", "exec"), namespace)  # noqa: S102
     except BaseException as exc:
-        send_frame(reply_fd, {"status": "load_error", "type": "PreludeError", "message": _short(exc)})
+        send_frame(reply_fd, {"status": "load_error", "type": "PreludeError", "message": _message(exc)})
         return None
     stub = namespace.get(entry_point)
     try:
-        exec(compile(str(payload["code"]), "<answer>", "exec"), namespace)  # noqa: S102
+        exec(compile(payload["code"], "<answer>", "exec"), namespace)  # noqa: S102
     except BaseException as exc:
-        send_frame(reply_fd, {"status": "load_error", "type": type(exc).__name__, "message": _short(exc)})
+        message = f"{type(exc).__name__}: {_message(exc)}"
+        send_frame(reply_fd, {"status": "load_error", "type": type(exc).__name__, "message": message})
         return None
     function = namespace.get(entry_point)
     if function is None or function is stub or not callable(function):
@@ -62,28 +67,27 @@ def _serve(function: object, call_fd: int, reply_fd: int) -> None:
         message = recv_frame(call_fd)
         if message is None:
             return
-        args: Any = decode_value(message["args"])  # type: ignore[index]
-        kwargs: Any = decode_value(message["kwargs"])  # type: ignore[index]
+        args, kwargs = message["args"], message["kwargs"]  # type: ignore[index]
         try:
             result = function(*args, **kwargs)  # type: ignore[operator]
         except BaseException as exc:
-            reply: dict[str, object] = {"raise": [type(exc).__name__, _message(exc)]}
+            body = encode_value({"raise": [type(exc).__name__, _message(exc)]})
         else:
             try:
-                reply = {"ok": encode_value(result)}
+                body = encode_value({"ok": result})
             except UnencodableError as exc:
-                reply = {"unencodable": str(exc)}
+                body = encode_value({"unencodable": str(exc)})
             except RecursionError:
-                reply = {"unencodable": "value nested too deeply"}
-        send_frame(reply_fd, reply)
+                body = encode_value({"unencodable": "value nested too deeply"})
+        send_encoded(reply_fd, body)
 
 
 def main() -> None:
     payload_path, call_fd, reply_fd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    with open(payload_path, encoding="utf-8") as handle:
-        payload = json.load(handle)
-    harden(int(payload["memory_mb"]), int(payload["cpu_s"]), int(payload["file_bytes"]))
-    function = _load(payload, reply_fd)
+    with open(payload_path, "rb") as handle:
+        payload = decode_value(handle.read())
+    harden(payload["memory_mb"], payload["cpu_s"], payload["file_bytes"], payload["seccomp"])  # type: ignore[index]
+    function = _load(payload, reply_fd)  # type: ignore[arg-type]
     if function is not None:
         _serve(function, call_fd, reply_fd)
 

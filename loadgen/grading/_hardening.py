@@ -1,20 +1,22 @@
-"""Limits a sandboxed runner applies to itself before any untrusted code runs (stdlib only).
+"""Limits on a sandboxed runner, applied before any untrusted code runs (stdlib only).
 
-Sent into the sandbox as source text (after ``_wire``), so it imports only the standard library.
-Layers, each of which holds even when another is missing:
+Sent into the sandbox as source text (after ``_wire``), so it imports only the standard library, and
+lazily: ``ctypes`` only when this process must install its own filter (the rlimit mode). Layers, each of
+which holds even when another is missing:
 
 * resource limits: address space, CPU seconds, file size, open files, no core dumps;
-* ``PR_SET_PDEATHSIG`` (die with the grader) and ``PR_SET_DUMPABLE=0`` (no ptrace, no /proc/<pid>/fd
-  from other processes of the same uid);
-* a seccomp filter: no fork/vfork/new processes (threads stay allowed), no exec, no sockets, no ptrace
-  or cross-process memory access, no namespaces/mounts/bpf/io_uring/keyrings, no signals to other
-  processes. Calls it blocks fail with EPERM; a foreign syscall ABI kills the process.
+* a seccomp filter: no fork/vfork/new processes (threads stay allowed), no sockets, no ptrace or
+  cross-process memory access, no namespaces/mounts/bpf/io_uring/keyrings, no signals to other
+  processes. Calls it blocks fail with EPERM; a foreign syscall ABI kills the process. Under bwrap the
+  grader hands the program to ``bwrap --seccomp`` (installed just before bwrap execs Python, so exec
+  itself must stay allowed there; the PID namespace already hides every other process). Without bwrap
+  the runner installs it itself and also forbids exec and signals to any other pid;
+* without bwrap also ``PR_SET_PDEATHSIG`` (die with the grader) and ``PR_SET_DUMPABLE=0`` (no ptrace,
+  no /proc/<pid>/fd from other processes of the same uid).
 """
 
-import ctypes
 import os
 import resource
-import signal
 import struct
 import sys
 
@@ -42,7 +44,7 @@ _DENIED = (
     "reboot", "swapon", "swapoff", "sethostname", "setdomainname", "acct", "quotactl",
     "open_by_handle_at", "name_to_handle_at", "personality", "tkill",
 )
-_SYSCALLS = {
+SYSCALLS = {
     "x86_64": {
         "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "socket": 41, "socketpair": 53,
         "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "unshare": 272, "setns": 308,
@@ -70,9 +72,11 @@ _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 # fmt: on
 
 
-def _filter_program(arch: str, own_pid: int) -> list[tuple[int, int, int, int]]:
-    table, audit_arch = _SYSCALLS[arch], _AUDIT_ARCH[arch]
+def filter_program(arch: str, own_pid: int | None) -> list[tuple[int, int, int, int]]:
+    """The BPF program; ``own_pid=None`` builds the variant bwrap installs (exec allowed, no pid rules)."""
+    table, audit_arch = SYSCALLS[arch], _AUDIT_ARCH[arch]
     clone, clone3, kill, tgkill = table["clone"], table["clone3"], table["kill"], table["tgkill"]
+    denied = [name for name in _DENIED if own_pid is not None or name not in ("execve", "execveat")]
     eperm = _RET_ERRNO | 1
     prog: list[tuple[int, int, int, int]] = [
         (_LD_W_ABS, 0, 0, 4),
@@ -82,7 +86,7 @@ def _filter_program(arch: str, own_pid: int) -> list[tuple[int, int, int, int]]:
     ]
     if arch == "x86_64":  # x32 ABI numbers carry bit 30
         prog += [(_JGE_K, 0, 1, 0x40000000), (_RET_K, 0, 0, _RET_KILL_PROCESS)]
-    for name in _DENIED:
+    for name in denied:
         if name in table:
             prog += [(_JEQ_K, 0, 1, table[name]), (_RET_K, 0, 0, eperm)]
     # clone3 passes its flags behind a pointer: say ENOSYS so libc falls back to clone(2).
@@ -95,6 +99,8 @@ def _filter_program(arch: str, own_pid: int) -> list[tuple[int, int, int, int]]:
         (_RET_K, 0, 0, _RET_ALLOW),
         (_RET_K, 0, 0, eperm),
     ]
+    if own_pid is None:  # bwrap: the PID namespace holds no other process; plain kill is not needed
+        return [*prog, (_JEQ_K, 0, 1, kill), (_RET_K, 0, 0, eperm), (_RET_K, 0, 0, _RET_ALLOW)]
     # kill/tgkill only aimed at this process (or its own group, pid 0, for kill).
     prog += [
         (_LD_W_ABS, 0, 0, 0),
@@ -114,25 +120,43 @@ def _filter_program(arch: str, own_pid: int) -> list[tuple[int, int, int, int]]:
     return prog
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+def program_bytes(arch: str, own_pid: int | None) -> bytes:
+    """The program as ``struct sock_filter`` array (what ``bwrap --seccomp FD`` reads)."""
+    return b"".join(struct.pack("=HBBI", *ins) for ins in filter_program(arch, own_pid))
 
 
-def _prctl(libc: ctypes.CDLL, option: int, arg: object) -> None:
-    if libc.prctl(option, arg, 0, 0, 0) != 0:
+def _install_own_filter() -> str:
+    import ctypes  # noqa: PLC0415 - costs ~5 ms of CPU per start; only this mode needs it
+
+    arch = os.uname().machine
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def prctl(option: int, arg: object) -> None:
+        if libc.prctl(option, arg, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"prctl({option}) failed: {os.strerror(err)}")
+
+    prctl(_PR_SET_PDEATHSIG, 9)  # SIGKILL, without importing signal (enum: ~5 ms)
+    prctl(_PR_SET_DUMPABLE, 0)
+    if arch not in SYSCALLS:
+        return f"seccomp skipped ({arch})"
+    raw = program_bytes(arch, os.getpid())
+    buffer = ctypes.create_string_buffer(raw, len(raw))
+
+    class _SockFprog(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+    fprog = _SockFprog(len(raw) // 8, ctypes.addressof(buffer))
+    prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}) failed: {os.strerror(err)}")
+        raise OSError(err, f"seccomp filter refused: {os.strerror(err)}")
+    return "pdeathsig+nondumpable+seccomp"
 
 
-def harden(memory_mb: int, cpu_s: int, file_bytes: int) -> str:
-    """Apply every layer to the calling process; returns what was applied, for the verdict detail."""
-    applied = []
-    if sys.platform.startswith("linux"):
-        libc = _libc()
-        _prctl(libc, _PR_SET_PDEATHSIG, signal.SIGKILL)
-        _prctl(libc, _PR_SET_DUMPABLE, 0)
-        applied.append("pdeathsig,nondumpable")
-        applied.append(_install_filter(libc))
+def harden(memory_mb: int, cpu_s: int, file_bytes: int, seccomp: str) -> str:
+    """Apply the layers; ``seccomp`` is ``"self"`` (install here) or ``"bwrap"`` (already installed)."""
+    applied = [_install_own_filter() if seccomp == "self" and sys.platform.startswith("linux") else seccomp]
     limits = {
         resource.RLIMIT_AS: memory_mb * 1024 * 1024,
         resource.RLIMIT_CPU: cpu_s,
@@ -146,22 +170,3 @@ def harden(memory_mb: int, cpu_s: int, file_bytes: int) -> str:
         resource.setrlimit(which, (target, target))
     applied.append("rlimits")
     return "+".join(applied)
-
-
-def _install_filter(libc: ctypes.CDLL) -> str:
-    arch = os.uname().machine
-    if arch not in _SYSCALLS:
-        return f"seccomp skipped ({arch})"
-    prog = _filter_program(arch, os.getpid())
-    raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
-    buffer = ctypes.create_string_buffer(raw, len(raw))
-
-    class _SockFprog(ctypes.Structure):
-        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
-
-    fprog = _SockFprog(len(prog), ctypes.addressof(buffer))
-    _prctl(libc, _PR_SET_NO_NEW_PRIVS, 1)
-    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"seccomp filter refused: {os.strerror(err)}")
-    return "seccomp"

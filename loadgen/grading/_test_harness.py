@@ -4,14 +4,13 @@ Sent into the sandbox as source text after ``_wire`` and ``_hardening``. The ans
 sandboxed process; the tests here call it through the proxy, which ships arguments out and plain data
 back. The verdict is written to the result pipe only by this process, with the nonce it read from its
 stdin, after the tests returned: an answer that exits early, patches ``assert`` or the check function, or
-returns a cheating object cannot produce a pass from the other side of the pipe.
+returns a cheating object cannot produce a pass from the other side of the pipe. Imports stay minimal
+(no ``json``, ``traceback``, ``typing``): this process starts once per grade.
 """
 
 import builtins
-import json
 import os
 import sys
-import traceback
 
 try:  # the sandbox receives these modules' source text ahead of this one
     from loadgen.grading._hardening import harden
@@ -21,7 +20,7 @@ try:  # the sandbox receives these modules' source text ahead of this one
         decode_value,
         encode_value,
         recv_frame,
-        send_frame,
+        send_encoded,
     )
 except ImportError:
     pass
@@ -46,11 +45,11 @@ class AnswerRaisedError(Exception):
 def _make_proxy(entry_point: str, call_fd: int, reply_fd: int) -> object:
     def proxy(*args: object, **kwargs: object) -> object:
         try:
-            message = {"args": encode_value(list(args)), "kwargs": encode_value(kwargs)}
+            body = encode_value({"args": list(args), "kwargs": kwargs})
         except UnencodableError as exc:
             raise HarnessFault(f"the tests pass an argument that cannot be shipped: {exc}") from None
         try:
-            send_frame(call_fd, message)
+            send_encoded(call_fd, body)
         except OSError:
             raise AnswerDied(f"before a call to {entry_point}()") from None
         try:
@@ -63,10 +62,7 @@ def _make_proxy(entry_point: str, call_fd: int, reply_fd: int) -> object:
             raise HarnessFault("malformed reply from the answer process")
         ((kind, body),) = reply.items()
         if kind == "ok":
-            try:
-                return decode_value(body)
-            except (WireError, RecursionError, TypeError) as exc:
-                raise HarnessFault(f"malformed value from the answer process: {exc}") from None
+            return body
         if kind == "unencodable":
             raise TypeError(f"{entry_point} returned something that is not plain data ({str(body)[:200]})")
         if kind == "raise":
@@ -97,10 +93,11 @@ def _raise_reply(name: str, message: str) -> BaseException:
 def _failure_detail(exc: BaseException, tests: str) -> str:
     lines = tests.splitlines()
     where = ""
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename == "<tests>" and frame.lineno is not None and 0 < frame.lineno <= len(lines):
-            where = f" at test line {frame.lineno}: {lines[frame.lineno - 1].strip()[:200]}"
-            break
+    frame = exc.__traceback__
+    while frame is not None:  # the innermost line of the tests themselves
+        if frame.tb_frame.f_code.co_filename == "<tests>" and 0 < frame.tb_lineno <= len(lines):
+            where = f" at test line {frame.tb_lineno}: {lines[frame.tb_lineno - 1].strip()[:200]}"
+        frame = frame.tb_next
     text = str(exc).strip()
     if getattr(exc, "m3bench_from_answer", False):
         return f"the answer raised {text[:300] if isinstance(exc, AnswerRaisedError) else _typed(exc)}{where}"
@@ -112,7 +109,7 @@ def _typed(exc: BaseException) -> str:
     return type(exc).__name__ + (f": {text[:300]}" if text else "")
 
 
-def _run_tests(payload: dict[str, object], call_fd: int, reply_fd: int) -> tuple[str, str]:
+def _run_tests(payload: dict, call_fd: int, reply_fd: int) -> tuple[str, str]:  # type: ignore[type-arg]
     namespace: dict[str, object] = {"__name__": "__main__", "__builtins__": builtins}
     entry_point = str(payload["entry_point"])
     tests = str(payload["tests"])
@@ -162,13 +159,12 @@ def _run_tests(payload: dict[str, object], call_fd: int, reply_fd: int) -> tuple
 def main() -> None:
     payload_path, call_fd, reply_fd, result_fd = sys.argv[1], *map(int, sys.argv[2:5])
     nonce = sys.stdin.readline().strip()
-    with open(payload_path, encoding="utf-8") as handle:
-        payload = json.load(handle)
-    harden(int(payload["memory_mb"]), int(payload["cpu_s"]), int(payload["file_bytes"]))
+    with open(payload_path, "rb") as handle:
+        payload = decode_value(handle.read())
+    harden(payload["memory_mb"], payload["cpu_s"], payload["file_bytes"], payload["seccomp"])  # type: ignore[index]
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 5000))
-    verdict, detail = _run_tests(payload, call_fd, reply_fd)
-    data = json.dumps({"nonce": nonce, "verdict": verdict, "detail": detail}).encode("utf-8")
-    os.write(result_fd, data)
+    verdict, detail = _run_tests(payload, call_fd, reply_fd)  # type: ignore[arg-type]
+    os.write(result_fd, encode_value({"nonce": nonce, "verdict": verdict, "detail": detail}))
     os.close(result_fd)
 
 

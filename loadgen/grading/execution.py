@@ -16,7 +16,6 @@ shared between grades, so any number of processes may grade at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import secrets
@@ -29,8 +28,9 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
-from loadgen.grading import sandbox
+from loadgen.grading import _hardening, _wire, sandbox
 from loadgen.grading.result import Verdict
 
 STARTUP_GRACE_S = 1.0
@@ -75,11 +75,6 @@ def _exit_reason(returncode: int | None, mode: sandbox.SandboxMode) -> tuple[Ver
         reason = _SIGNAL_REASONS.get(signo, f"was killed by signal {signo}")
         return ("timeout" if signo == signal.SIGXCPU else "error"), reason
     return "error", f"exited with status {returncode}"
-
-
-def _write_payload(directory: Path, payload: dict[str, object]) -> None:
-    directory.mkdir(mode=0o700)
-    (directory / "payload.json").write_text(json.dumps(payload), encoding="utf-8")
 
 
 def _read_result(fd: int, deadline: float) -> bytes | None:
@@ -136,63 +131,107 @@ def _spawn(launch: sandbox.Launch, output: Path, stdin: int, fds: tuple[int, ...
         )
 
 
+@cache
+def _bwrap_filter() -> bytes | None:
+    """The seccomp program bwrap installs (None on architectures without a syscall table)."""
+    arch = os.uname().machine
+    return _hardening.program_bytes(arch, None) if arch in _hardening.SYSCALLS else None
+
+
+@dataclass
+class _Runner:
+    launch: sandbox.Launch
+    output: Path
+    stdin: int
+    fds: tuple[int, ...]  # handed to the child
+    own_fds: tuple[int, ...]  # opened for it here; closed once it started
+
+
+def _prepare(
+    mode: sandbox.SandboxMode,
+    role: Literal["answer", "harness"],
+    root: Path,
+    payload: dict[str, object],
+    *,
+    fds: tuple[int, ...],
+    stdin: int,
+) -> _Runner:  # fmt: skip
+    """Write the runner's payload and build its command (bwrap gets the filter on its own descriptor)."""
+    directory, work = root / role, root / f"{role}-work"
+    directory.mkdir(mode=0o700)
+    work.mkdir(mode=0o700)
+    program = _bwrap_filter() if mode == "bwrap" else None
+    seccomp = "self" if mode == "rlimit" else ("bwrap" if program else "none")
+    (directory / "payload.bin").write_bytes(_wire.encode_value({**payload, "seccomp": seccomp}))
+    seccomp_fd = None
+    if program is not None:
+        (root / f"{role}.bpf").write_bytes(program)
+        seccomp_fd = os.open(root / f"{role}.bpf", os.O_RDONLY)
+    launch = sandbox.launch(
+        mode,
+        role=role,
+        script=_script(f"_{role}_runner.py" if role == "answer" else "_test_harness.py"),
+        script_args=["/task/payload.bin", *map(str, fds)],
+        payload_dir=directory,
+        work_dir=work,
+        tmpfs_bytes=TMPFS_BYTES,
+        seccomp_fd=seccomp_fd,
+    )
+    own = (seccomp_fd,) if seccomp_fd is not None else ()
+    return _Runner(launch, root / f"{role}.out", stdin, fds + own, own)
+
+
 def run_tests(
     prelude: str, program: str, tests: str, entry_point: str, limits: Limits
 ) -> tuple[Verdict, str]:
     """Grade ``program`` against ``tests``; returns (verdict, detail)."""
     mode = sandbox.resolve_mode()
     nonce = secrets.token_hex(16)
-    common = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_bytes": OUTPUT_LIMIT_BYTES}
+    common = {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_bytes": OUTPUT_LIMIT_BYTES,
+              "prelude": prelude, "entry_point": entry_point}  # fmt: skip
     root = Path(tempfile.mkdtemp(prefix="m3bench-grade-"))
     processes: list[subprocess.Popen[bytes]] = []
-    pipes: list[int] = []
+    fds: list[int] = []
     try:
         root.chmod(0o711)
-        _write_payload(
-            root / "answer", {**common, "prelude": prelude, "code": program, "entry_point": entry_point}
-        )
-        _write_payload(
-            root / "harness", {**common, "prelude": prelude, "tests": tests, "entry_point": entry_point}
-        )
-        (root / "answer-work").mkdir(mode=0o700)
-        (root / "harness-work").mkdir(mode=0o700)
         call_r, call_w = os.pipe()
         reply_r, reply_w = os.pipe()
         result_r, result_w = os.pipe()
         nonce_r, nonce_w = os.pipe()
-        pipes = [call_r, call_w, reply_r, reply_w, result_r, result_w, nonce_r, nonce_w]
-        answer = sandbox.launch(
-            mode,
-            role="answer",
-            script=_script("_answer_runner.py"),
-            script_args=["/task/payload.json", str(call_r), str(reply_w)],
-            payload_dir=root / "answer",
-            work_dir=root / "answer-work",
-            tmpfs_bytes=TMPFS_BYTES,
-        )
-        harness = sandbox.launch(
-            mode,
-            role="harness",
-            script=_script("_test_harness.py"),
-            script_args=["/task/payload.json", str(call_w), str(reply_r), str(result_w)],
-            payload_dir=root / "harness",
-            work_dir=root / "harness-work",
-            tmpfs_bytes=TMPFS_BYTES,
-        )
+        fds = [call_r, call_w, reply_r, reply_w, result_r, result_w, nonce_r, nonce_w]
+        runners = [
+            _prepare(
+                mode,
+                "answer",
+                root,
+                {**common, "code": program},
+                fds=(call_r, reply_w),
+                stdin=subprocess.DEVNULL,
+            ),
+            _prepare(
+                mode,
+                "harness",
+                root,
+                {**common, "tests": tests},
+                fds=(call_w, reply_r, result_w),
+                stdin=nonce_r,
+            ),
+        ]
+        fds += [fd for runner in runners for fd in runner.own_fds]
         started = time.monotonic()
-        processes.append(_spawn(answer, root / "answer.out", subprocess.DEVNULL, (call_r, reply_w)))
-        processes.append(_spawn(harness, root / "harness.out", nonce_r, (call_w, reply_r, result_w)))
-        for fd in (call_r, call_w, reply_r, reply_w, result_w, nonce_r):
+        processes += [_spawn(r.launch, r.output, r.stdin, r.fds) for r in runners]
+        for fd in [fd for fd in fds if fd not in (result_r, nonce_w)]:
             os.close(fd)
+        fds = [result_r, nonce_w]
         os.write(nonce_w, (nonce + "\n").encode("ascii"))
         os.close(nonce_w)
-        pipes = [result_r]
+        fds = [result_r]
         raw = _read_result(result_r, started + limits.timeout_s + STARTUP_GRACE_S)
         return _interpret(raw, nonce=nonce, processes=processes, mode=mode, limits=limits, root=root)
     finally:
         for process in processes:
             _kill(process)
-        for fd in pipes:
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         shutil.rmtree(root, ignore_errors=True)
@@ -217,11 +256,11 @@ def _interpret(
         tail = _tail(root / "harness.out")
         return verdict, f"test harness ended without a verdict: {reason}" + (f" ({tail})" if tail else "")
     try:
-        message = json.loads(raw.decode("utf-8"))
-        verdict, detail = message["verdict"], str(message["detail"])
-        if message["nonce"] != nonce or verdict not in ("pass", "fail", "error", "timeout"):
+        message = _wire.decode_value(raw)
+        verdict, detail = message["verdict"], str(message["detail"])  # type: ignore[index]
+        if message["nonce"] != nonce or verdict not in ("pass", "fail", "error", "timeout"):  # type: ignore[index]
             raise ValueError("nonce or verdict mismatch")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (_wire.WireError, ValueError, KeyError, TypeError):
         return "error", "test harness wrote an invalid verdict"
     if detail.startswith("died:"):
         with contextlib.suppress(subprocess.TimeoutExpired):

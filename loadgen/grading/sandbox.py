@@ -169,11 +169,15 @@ def launch(
     payload_dir: Path,
     work_dir: Path,
     tmpfs_bytes: int,
+    seccomp_fd: int | None = None,
 ) -> Launch:
     """The command for one runner. ``script_args`` name the payload as ``/task/...`` in either mode."""
     python = sandbox_python()
     if mode == "bwrap":
-        argv = _bwrap_argv(python, payload_dir, tmpfs_bytes) + _interpreter_argv(python, script)
+        argv = _bwrap_argv(python, payload_dir, tmpfs_bytes)
+        if seccomp_fd is not None:
+            argv += ["--seccomp", str(seccomp_fd)]
+        argv += _interpreter_argv(python, script)
         return Launch(argv + script_args, cwd=None, env=None, uid=None)
     args = [
         arg.replace("/task/", f"{payload_dir}/", 1) if arg.startswith("/task/") else arg

@@ -73,11 +73,22 @@ def test_wire_nan_and_subclasses_become_plain() -> None:
 
 
 @pytest.mark.parametrize(
-    "node", [{"x": 1}, {"i": 5}, {"l": "no"}, {"d": [[1]]}, [], 1.5, {"i": "1", "f": "2"}, {"s": [{"l": []}]}]
+    "data",
+    [
+        b"",  # nothing
+        b"X",  # unknown tag
+        b"i\x00\x00\x00\x05123",  # length beyond the frame
+        b"i\x00\x00\x00\x02x1",  # not a number
+        b"l\xff\xff\xff\xff",  # a count that cannot fit
+        b"S\x00\x00\x00\x01l\x00\x00\x00\x00",  # unhashable set item
+        b"NN",  # trailing bytes
+        b"s\x00\x00\x00\x01\xff",  # invalid UTF-8
+        b"l\x00\x00\x00\x01" * 300 + b"N",  # nested too deeply
+    ],
 )
-def test_wire_decoder_refuses_anything_else(node: object) -> None:
+def test_wire_decoder_refuses_anything_else(data: bytes) -> None:
     with pytest.raises(WireError):
-        decode_value(node)
+        decode_value(data)
 
 
 def test_wire_refuses_objects() -> None:
