@@ -30,7 +30,8 @@ def _jobs() -> list[tuple[TaskRecord, str, str]]:
         record = to_record(problem)
         jobs.append((record, f"```python\n{record.canonical_solution}\n```", "pass"))
         # wrong but well-formed: the right signature, a constant answer of a plausible type
-        wrong = f"```python\n{problem.prompt}    return {"[]" if "List" in problem.prompt else "0"}\n```"
+        constant = "[]" if "List" in problem.prompt else "0"
+        wrong = f"```python\n{problem.prompt}    return {constant}\n```"
         jobs.append((record, wrong, "fail"))
     return jobs
 
