@@ -10,7 +10,9 @@ import typer
 
 from loadgen.profile import PROFILES_DIR, LoadgenError, RunConfig, load_profile
 
-app = typer.Typer(no_args_is_help=True, help="Load generation: Locust replays a task set against an endpoint.")
+app = typer.Typer(
+    no_args_is_help=True, help="Load generation: Locust replays a task set against an endpoint."
+)
 
 
 def _progress(status: dict[str, Any]) -> None:
@@ -18,9 +20,15 @@ def _progress(status: dict[str, Any]) -> None:
     if stage is None:
         return
     counts = ", ".join(f"{k} {v}" for k, v in sorted(status.get("statuses", {}).items())) or "no records yet"
-    state = "draining" if status.get("draining") else f"stage {status['stage_index'] + 1}/{status['stages']} {stage}"
-    typer.echo(f"[load] {state} t={status.get('stage_elapsed_s', 0):.0f}s records {status['records']} ({counts})",
-               err=True)
+    state = (
+        "draining"
+        if status.get("draining")
+        else f"stage {status['stage_index'] + 1}/{status['stages']} {stage}"
+    )
+    typer.echo(
+        f"[load] {state} t={status.get('stage_elapsed_s', 0):.0f}s records {status['records']} ({counts})",
+        err=True,
+    )
 
 
 def _fail(message: str) -> typer.Exit:
@@ -29,12 +37,16 @@ def _fail(message: str) -> typer.Exit:
 
 
 @app.command("run")
-def run_command(
+def run_command(  # noqa: PLR0917 - Typer options
     endpoint: Annotated[str, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000")],
     tasks: Annotated[Path, typer.Option(help="Task-set directory (tasks.jsonl + images/)")],
     models: Annotated[str, typer.Option(help="Comma-separated served model names")],
-    profile: Annotated[str, typer.Option(help="Profile: YAML file, built-in name, or inline YAML/JSON")] = "smoke",
-    out: Annotated[Path, typer.Option(help="Results root; the run gets its own directory")] = Path("results/load"),
+    profile: Annotated[
+        str, typer.Option(help="Profile: YAML file, built-in name, or inline YAML/JSON")
+    ] = "smoke",
+    out: Annotated[Path, typer.Option(help="Results root; the run gets its own directory")] = Path(
+        "results/load"
+    ),
     run_id: Annotated[str | None, typer.Option(help="Run id (default: timestamp)")] = None,
     workers: Annotated[int | None, typer.Option(help="Local Locust workers (0: one process)")] = None,
     web: Annotated[bool, typer.Option(help="Keep Locust's web UI open (autostarts, quits after)")] = False,
@@ -58,8 +70,15 @@ def run_command(
         model_list = [m.strip() for m in models.split(",") if m.strip()]
         if not model_list:
             raise LoadgenError("--models names no model")
-        config = RunConfig(endpoint=endpoint, tasks=tasks, models=model_list, profile=load_profile(profile, overrides),
-                           out_dir=out, run_id=run_id, preflight=not no_preflight)
+        config = RunConfig(
+            endpoint=endpoint,
+            tasks=tasks,
+            models=model_list,
+            profile=load_profile(profile, overrides),
+            out_dir=out,
+            run_id=run_id,
+            preflight=not no_preflight,
+        )
         result = run_load(config, progress=_progress)
     except LoadgenError as exc:
         raise _fail(str(exc)) from None
@@ -72,9 +91,15 @@ def run_command(
         p99 = f"{ttft['p99'] * 1e3:.1f}" if ttft["p99"] is not None else "-"
         rps = throughput["requests_per_s"] or 0.0
         tps = throughput["output_tokens_per_s"] or 0.0
-        valid = "" if stage["generator"]["valid"] else "  INVALID: " + "; ".join(stage["generator"]["invalid_reasons"])
-        typer.echo(f"{stage['stage']}: {stage['counts']['measure_by_status']['ok']} ok, TTFT p50 {p50} ms "
-                   f"p99 {p99} ms, {rps:.2f} req/s, {tps:.1f} tok/s{valid}")
+        valid = (
+            ""
+            if stage["generator"]["valid"]
+            else "  INVALID: " + "; ".join(stage["generator"]["invalid_reasons"])
+        )
+        typer.echo(
+            f"{stage['stage']}: {stage['counts']['measure_by_status']['ok']} ok, TTFT p50 {p50} ms "
+            f"p99 {p99} ms, {rps:.2f} req/s, {tps:.1f} tok/s{valid}"
+        )
     typer.echo(f"results: {result.run_dir}")
 
 
@@ -96,7 +121,9 @@ def summarize_command(
 
 
 @app.command("check-profile")
-def check_profile_command(profile: Annotated[str, typer.Argument(help="YAML file, built-in name or inline")]) -> None:
+def check_profile_command(
+    profile: Annotated[str, typer.Argument(help="YAML file, built-in name or inline")],
+) -> None:
     """Validate a profile and print its stages."""
     from loadgen.schedule import build_plans  # noqa: PLC0415
 
@@ -105,8 +132,10 @@ def check_profile_command(profile: Annotated[str, typer.Argument(help="YAML file
     except LoadgenError as exc:
         raise _fail(str(exc)) from None
     for plan in build_plans(loaded):
-        typer.echo(f"{plan.index}: {plan.name} {plan.mode} target={plan.target:g} warmup={plan.warmup_s:g}s "
-                   f"measure={plan.measure_s}s/{plan.measure_requests} req cooldown={plan.cooldown_s:g}s")
+        typer.echo(
+            f"{plan.index}: {plan.name} {plan.mode} target={plan.target:g} warmup={plan.warmup_s:g}s "
+            f"measure={plan.measure_s}s/{plan.measure_requests} req cooldown={plan.cooldown_s:g}s"
+        )
 
 
 @app.command("profiles")

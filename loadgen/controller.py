@@ -73,7 +73,9 @@ class Controller:
 
     def write_targets(self) -> None:
         labels = {"run_id": str(self.config.run_id)}
-        write_file_sd(self.run_dir / "prometheus" / "loadgen_targets.json", list(self.targets.values()), labels)
+        write_file_sd(
+            self.run_dir / "prometheus" / "loadgen_targets.json", list(self.targets.values()), labels
+        )
         if self.profile.generator.file_sd_path is not None:
             write_file_sd(self.profile.generator.file_sd_path, list(self.targets.values()), labels)
 
@@ -107,20 +109,39 @@ class Controller:
         self.current, self.stage_started = index, time.monotonic()
         self.expected, self.done = set(workers), set()
         start_wall_ns = time.time_ns() + int(LEAD_S * 1e9)
-        send("m3_stage", {"index": index, "start_wall_ns": start_wall_ns, "workers": len(workers),
-                          "positions": workers})
-        self.generator_log.write_line(json.dumps({"event": "stage_start", "index": index, "name": plan.name,
-                                                  "start_wall_ns": start_wall_ns, "workers": sorted(workers)}))
+        send(
+            "m3_stage",
+            {"index": index, "start_wall_ns": start_wall_ns, "workers": len(workers), "positions": workers},
+        )
+        self.generator_log.write_line(
+            json.dumps(
+                {
+                    "event": "stage_start",
+                    "index": index,
+                    "name": plan.name,
+                    "start_wall_ns": start_wall_ns,
+                    "workers": sorted(workers),
+                }
+            )
+        )
         if plan.mode == "closed":
             users = int(plan.target)
             previous = int(plan.previous_target)
-            rate = abs(users - previous) / plan.ramp_s if plan.ramp_s > 0 and users != previous else users * 10.0
+            rate = (
+                abs(users - previous) / plan.ramp_s if plan.ramp_s > 0 and users != previous else users * 10.0
+            )
             self.metrics.target_concurrency(plan.name, users)
             self.last_tick = (users, max(rate, 1.0), [self.user_classes["closed"]])
         else:
             self.last_tick = (len(workers), len(workers) * 10.0, [self.user_classes["open"]])
-        log.info("stage %d/%d %s: %s %g", index + 1, len(self.plans), plan.name,
-                 "concurrency" if plan.mode == "closed" else "rate", plan.target)
+        log.info(
+            "stage %d/%d %s: %s %g",
+            index + 1,
+            len(self.plans),
+            plan.name,
+            "concurrency" if plan.mode == "closed" else "rate",
+            plan.target,
+        )
 
     def _begin_drain(self, send: Any) -> None:
         self.draining = True
@@ -131,9 +152,14 @@ class Controller:
     def write_status(self) -> None:
         plan = self.plans[self.current] if self.current is not None else None
         status = {
-            "stage_index": self.current, "stages": len(self.plans), "stage": plan.name if plan else None,
-            "draining": self.draining, "finished": self.finished, "records": self.merged.count,
-            "statuses": dict(self.statuses), "workers": sorted(self.expected),
+            "stage_index": self.current,
+            "stages": len(self.plans),
+            "stage": plan.name if plan else None,
+            "draining": self.draining,
+            "finished": self.finished,
+            "records": self.merged.count,
+            "statuses": dict(self.statuses),
+            "workers": sorted(self.expected),
             "stage_elapsed_s": round(time.monotonic() - self.stage_started, 1) if plan else 0.0,
         }
         temporary = self.run_dir / ".status.json.tmp"

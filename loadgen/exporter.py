@@ -91,7 +91,9 @@ class ClientMetrics:
 def write_file_sd(path: Path, targets: list[str], labels: dict[str, str]) -> None:
     """Prometheus file_sd JSON, written atomically (Prometheus may read it at any moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    content: list[dict[str, Any]] = [{"targets": sorted(targets), "labels": {"job": names.JOB_NAME, **labels}}]
+    content: list[dict[str, Any]] = [
+        {"targets": sorted(targets), "labels": {"job": names.JOB_NAME, **labels}}
+    ]
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
     temporary.replace(path)

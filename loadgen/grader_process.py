@@ -47,7 +47,7 @@ def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
         function = resolve(spec)
-    except Exception as exc:  # noqa: BLE001 - reported per job so records say why
+    except Exception as exc:
         failure = f"grader {spec} unavailable: {type(exc).__name__}: {exc}"
         function = None
     while (job := read_frame(stdin)) is not None:
@@ -58,7 +58,7 @@ def main() -> None:
             try:
                 result = function(task, answer)
                 reply = (job_id, str(result.verdict), str(result.detail), float(result.duration_s))
-            except Exception as exc:  # noqa: BLE001 - a grader bug is a verdict, not a dead pool
+            except Exception as exc:
                 detail = f"grader raised {type(exc).__name__}: {exc}; {traceback.format_exc(limit=2)[-300:]}"
                 reply = (job_id, "error", detail, 0.0)
         stdout.write(encode_frame(reply))

@@ -37,7 +37,9 @@ class GradingPool:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         return gsubprocess.Popen(
             [sys.executable, "-m", "loadgen.grader_process", self.function],
-            stdin=gsubprocess.PIPE, stdout=gsubprocess.PIPE, env=env,
+            stdin=gsubprocess.PIPE,
+            stdout=gsubprocess.PIPE,
+            env=env,
         )
 
     def submit(self, task: Any, answer: str, timeout_s: float, callback: Callback) -> None:
@@ -52,7 +54,8 @@ class GradingPool:
             try:
                 if process is None or process.poll() is not None:
                     process = self._start()
-                assert process.stdin is not None and process.stdout is not None
+                assert process.stdin is not None
+                assert process.stdout is not None
                 with gevent.Timeout(limit_s):
                     process.stdin.write(encode_frame((job_id, task, answer)))
                     process.stdin.flush()

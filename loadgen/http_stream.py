@@ -14,6 +14,7 @@ gevent-native: the socket is ``gevent.socket``, so thousands of exchanges share 
 
 from __future__ import annotations
 
+import contextlib
 import socket as _stdsocket
 import struct
 import time
@@ -35,7 +36,7 @@ _unpack_ts = struct.Struct("qq").unpack_from
 ErrorKind = Literal["connect", "timeout", "disconnect", "bad_reply"]
 
 
-class ExchangeTimeout(Exception):
+class ExchangeTimeoutError(Exception):
     """The whole exchange ran past its deadline."""
 
 
@@ -105,10 +106,8 @@ class Connection:
 
     def close(self) -> None:
         self.open = False
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class ConnectionPool:
@@ -149,7 +148,7 @@ def build_request(endpoint: Endpoint, path: str, body: bytes, extra_headers: str
 def exchange(pool: ConnectionPool, request: bytes, timeout_s: float) -> RawReply:
     """Send ``request`` and read the whole reply; never raises for network or protocol trouble."""
     reply = RawReply()
-    timer = gevent.Timeout(timeout_s, ExchangeTimeout)
+    timer = gevent.Timeout(timeout_s, ExchangeTimeoutError)
     timer.start()
     conn: Connection | None = None
     try:
@@ -157,7 +156,10 @@ def exchange(pool: ConnectionPool, request: bytes, timeout_s: float) -> RawReply
             try:
                 conn = pool.take()
             except OSError as exc:
-                reply.error_kind, reply.error = "connect", f"connect to {pool.endpoint.authority} failed: {exc}"
+                reply.error_kind, reply.error = (
+                    "connect",
+                    f"connect to {pool.endpoint.authority} failed: {exc}",
+                )
                 reply.sent_ns = reply.end_ns = _perf()
                 return reply
             reply.reused_connection = conn.used > 0
@@ -168,7 +170,7 @@ def exchange(pool: ConnectionPool, request: bytes, timeout_s: float) -> RawReply
                 break
             conn.close()
             reply = RawReply()
-    except ExchangeTimeout:
+    except ExchangeTimeoutError:
         reply.error_kind = "timeout"
         reply.error = f"no complete reply within {timeout_s:g} s"
         reply.end_ns = _perf()
@@ -275,7 +277,9 @@ def _parse_head(reply: RawReply, head: bytes) -> None:
     reply.status = int(status[1])
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        reply.headers[name.strip().lower()] = value.strip().lower() if name.lower() in _LOWER else value.strip()
+        reply.headers[name.strip().lower()] = (
+            value.strip().lower() if name.lower() in _LOWER else value.strip()
+        )
 
 
 _LOWER = {"transfer-encoding", "connection", "content-type"}

@@ -68,19 +68,23 @@ class M3Shape(LoadTestShape):
 
 def _worker_positions(runner: Runner) -> dict[str, int]:
     if isinstance(runner, MasterRunner):
-        indexes = sorted(runner.get_worker_index(client.id)
-                         for client in runner.clients.ready + runner.clients.running + runner.clients.spawning)
+        indexes = sorted(
+            runner.get_worker_index(client.id)  # type: ignore[no-untyped-call]
+            for client in runner.clients.ready + runner.clients.running + runner.clients.spawning
+        )
         return {f"w{index}": position for position, index in enumerate(indexes)}
     return {"local": 0}
 
 
-@events.init_command_line_parser.add_listener
 def _arguments(parser: Any) -> None:
-    parser.add_argument("--m3bench-config", env_var="M3BENCH_CONFIG", default="",
-                        help="Resolved m3bench RunConfig (JSON) written by `m3bench load run`.")
+    parser.add_argument(
+        "--m3bench-config",
+        env_var="M3BENCH_CONFIG",
+        default="",
+        help="Resolved m3bench RunConfig (JSON) written by `m3bench load run`.",
+    )
 
 
-@events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
     options = environment.parsed_options
     path = getattr(options, "m3bench_config", "") if options is not None else ""
@@ -94,9 +98,7 @@ def _on_init(environment: Any, **_: Any) -> None:
         os.sched_setaffinity(0, cpus)
     runner = environment.runner
     if isinstance(runner, (MasterRunner, LocalRunner)):
-        control = controller_module.Controller(
-            config, run_dir, {"closed": ChatUser, "open": OpenLoopDriver}
-        )
+        control = controller_module.Controller(config, run_dir, {"closed": ChatUser, "open": OpenLoopDriver})
         _state["controller"] = control
         runner.register_message(worker_module.MSG_HELLO, lambda msg, **_: control.on_hello(msg.data))
         runner.register_message(worker_module.MSG_RECORDS, lambda msg, **_: control.on_records(msg.data))
@@ -114,7 +116,6 @@ def _on_init(environment: Any, **_: Any) -> None:
         runner.send_message(worker_module.MSG_HELLO, runtime.hello())
 
 
-@events.quitting.add_listener
 def _on_quitting(environment: Any, **_: Any) -> None:
     runtime = _state["runtime"]
     if runtime is not None:
@@ -124,3 +125,9 @@ def _on_quitting(environment: Any, **_: Any) -> None:
         control.finish()
         # Failed requests are data in the records, not a failed run.
         environment.process_exit_code = 0 if control.finished else 1
+
+
+# Locust's event hooks are untyped; registering by call keeps these functions type-checked.
+events.init_command_line_parser.add_listener(_arguments)  # type: ignore[no-untyped-call]
+events.init.add_listener(_on_init)  # type: ignore[no-untyped-call]
+events.quitting.add_listener(_on_quitting)  # type: ignore[no-untyped-call]

@@ -40,7 +40,9 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def served_models(endpoint: Endpoint, timeout_s: float = 10.0, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def served_models(
+    endpoint: Endpoint, timeout_s: float = 10.0, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     url = f"{endpoint.url}/v1/models"
     try:
         with _request(url, None, timeout_s, headers or {}) as reply:
@@ -67,11 +69,17 @@ def check_models(endpoint: Endpoint, models: list[str], listed: list[dict[str, A
         )
 
 
-def check_streaming(endpoint: Endpoint, model: str, chat: bool, timeout_s: float, headers: dict[str, str]) -> None:
+def check_streaming(
+    endpoint: Endpoint, model: str, chat: bool, timeout_s: float, headers: dict[str, str]
+) -> None:
     """One tiny streamed request; the reply must be a text/event-stream."""
     path = "/v1/chat/completions" if chat else "/v1/completions"
-    body: dict[str, Any] = {"model": model, "max_tokens": 1, "stream": True,
-                            "stream_options": {"include_usage": True}}
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if chat:
         body["messages"] = [{"role": "user", "content": "ping"}]
     else:
@@ -83,7 +91,9 @@ def check_streaming(endpoint: Endpoint, model: str, chat: bool, timeout_s: float
             reply.read(1)
     except urllib.error.HTTPError as exc:
         detail = exc.read(300).decode("utf-8", "replace").strip()
-        raise PreflightError(f"{url} refused a streaming request for {model!r}: HTTP {exc.code} {detail}") from None
+        raise PreflightError(
+            f"{url} refused a streaming request for {model!r}: HTTP {exc.code} {detail}"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise PreflightError(f"streaming request to {url} failed: {_reason(exc)}") from None
     if not content_type.startswith("text/event-stream"):
@@ -93,8 +103,13 @@ def check_streaming(endpoint: Endpoint, model: str, chat: bool, timeout_s: float
         )
 
 
-def preflight(endpoint_url: str, models: list[str], chat: bool = True, timeout_s: float = 60.0,
-              headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def preflight(
+    endpoint_url: str,
+    models: list[str],
+    chat: bool = True,
+    timeout_s: float = 60.0,
+    headers: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Run every check; return the endpoint's model list (recorded with the run)."""
     try:
         endpoint = Endpoint.parse(endpoint_url)

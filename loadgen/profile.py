@@ -37,7 +37,9 @@ class Arrival(_Model):
 
 
 class StageTimes(_Model):
-    ramp_s: float = Field(default=0.0, ge=0, description="Linear ramp from the previous stage, inside warmup.")
+    ramp_s: float = Field(
+        default=0.0, ge=0, description="Linear ramp from the previous stage, inside warmup."
+    )
     warmup_s: float = Field(default=0.0, ge=0)
     measure_s: float | None = Field(default=None, gt=0)
     measure_requests: int | None = Field(default=None, gt=0, description="Measured requests (all workers).")
@@ -112,12 +114,18 @@ class Slo(_Model):
 
 
 class Generator(_Model):
-    workers: int = Field(default=0, ge=0, description="Local worker processes; 0 runs one process, no master.")
-    remote_workers: int = Field(default=0, ge=0, description="Workers started elsewhere that the master waits for.")
+    workers: int = Field(
+        default=0, ge=0, description="Local worker processes; 0 runs one process, no master."
+    )
+    remote_workers: int = Field(
+        default=0, ge=0, description="Workers started elsewhere that the master waits for."
+    )
     master_bind_host: str = "127.0.0.1"
     master_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     cpus: list[int] | None = Field(default=None, description="Pin generator processes to these CPUs.")
-    max_inflight: int = Field(default=10_000, ge=1, description="Open loop: per-process cap on open requests.")
+    max_inflight: int = Field(
+        default=10_000, ge=1, description="Open loop: per-process cap on open requests."
+    )
     web_ui: bool = False
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8089, ge=0, le=65535)
@@ -173,8 +181,9 @@ class Profile(_Model):
         for index, stage in enumerate(stages):
             if stage.name is None:
                 label = f"c{stage.concurrency}" if stage.concurrency is not None else f"r{stage.rate:g}"
-                stage = stage.model_copy(update={"name": f"s{index}-{label}"})
-            named.append(stage)
+                named.append(stage.model_copy(update={"name": f"s{index}-{label}"}))
+            else:
+                named.append(stage)
         return named
 
 
@@ -209,7 +218,12 @@ def load_profile(spec: str | Path, overrides: dict[str, Any] | None = None) -> P
     text = str(spec)
     path = Path(text)
     builtin = PROFILES_DIR / f"{text}.yaml"
-    if path.suffix in (".yaml", ".yml", ".json") and not path.is_file() and "\n" not in text and "{" not in text:
+    if (
+        path.suffix in (".yaml", ".yml", ".json")
+        and not path.is_file()
+        and "\n" not in text
+        and "{" not in text
+    ):
         raise ProfileError(f"profile file {text} does not exist")
     if path.is_file():
         where, source = str(path), path.read_text(encoding="utf-8")

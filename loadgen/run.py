@@ -9,6 +9,7 @@ process's own append-only files), generator.jsonl, summary.json and summaries/, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -24,7 +25,7 @@ from typing import Any
 
 from loadgen.merge import reconcile
 from loadgen.preflight import preflight
-from loadgen.profile import LoadgenError, RunConfig
+from loadgen.profile import RunConfig
 from loadgen.provenance import describe
 from loadgen.summary import summarize_run
 from loadgen.workload import Workload
@@ -59,25 +60,73 @@ def resolve(config: RunConfig) -> RunConfig:
     if generator.workers and not generator.master_port:
         generator = generator.model_copy(update={"master_port": _free_port(generator.master_bind_host)})
     profile = config.profile.model_copy(update={"generator": generator})
-    return config.model_copy(update={"run_id": run_id, "profile": profile, "tasks": config.tasks.resolve(),
-                                     "out_dir": config.out_dir.resolve()})
+    return config.model_copy(
+        update={
+            "run_id": run_id,
+            "profile": profile,
+            "tasks": config.tasks.resolve(),
+            "out_dir": config.out_dir.resolve(),
+        }
+    )
 
 
 def _commands(config: RunConfig, run_file: Path) -> dict[str, list[str]]:
     generator = config.profile.generator
-    base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--m3bench-config", str(run_file),
-            "--host", config.endpoint, "--loglevel", "INFO", "--stop-timeout", "5"]
-    ui = ["--web-host", generator.web_host, "--web-port", str(generator.web_port), "--autostart",
-          "--autoquit", str(generator.web_autoquit_s)] if generator.web_ui else ["--headless"]
+    base = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--m3bench-config",
+        str(run_file),
+        "--host",
+        config.endpoint,
+        "--loglevel",
+        "INFO",
+        "--stop-timeout",
+        "5",
+    ]
+    ui = (
+        [
+            "--web-host",
+            generator.web_host,
+            "--web-port",
+            str(generator.web_port),
+            "--autostart",
+            "--autoquit",
+            str(generator.web_autoquit_s),
+        ]
+        if generator.web_ui
+        else ["--headless"]
+    )
     if not generator.workers and not generator.remote_workers:
         return {"local": [*base, *ui]}
     expected = generator.workers + generator.remote_workers
-    commands = {"master": [*base, *ui, "--master", "--master-bind-host", generator.master_bind_host,
-                           "--master-bind-port", str(generator.master_port), "--expect-workers", str(expected),
-                           "--expect-workers-max-wait", "120"]}
+    commands = {
+        "master": [
+            *base,
+            *ui,
+            "--master",
+            "--master-bind-host",
+            generator.master_bind_host,
+            "--master-bind-port",
+            str(generator.master_port),
+            "--expect-workers",
+            str(expected),
+            "--expect-workers-max-wait",
+            "120",
+        ]
+    }
     for index in range(generator.workers):
-        commands[f"worker{index}"] = [*base, "--worker", "--master-host", generator.master_bind_host,
-                                      "--master-port", str(generator.master_port)]
+        commands[f"worker{index}"] = [
+            *base,
+            "--worker",
+            "--master-host",
+            generator.master_bind_host,
+            "--master-port",
+            str(generator.master_port),
+        ]
     return commands
 
 
@@ -93,7 +142,8 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
         key = os.environ.get(key_env, "") if key_env else ""
         headers = {"authorization": f"Bearer {key}"} if key else {}
         provenance["endpoint_models"] = preflight(
-            config.endpoint, config.models, profile.request.api == "chat", profile.request.timeout_s, headers)
+            config.endpoint, config.models, profile.request.api == "chat", profile.request.timeout_s, headers
+        )
     run_dir = config.out_dir / config.run_id
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     run_file = run_dir / "run.json"
@@ -107,8 +157,14 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
     if added:
         warnings.append(f"{added} records were missing from the merged file and were taken from worker files")
     summary = summarize_run(run_dir)
-    summary["run"] = {"run_id": config.run_id, "endpoint": config.endpoint, "models": config.models,
-                      "profile": profile.name, "warnings": warnings, "exit_codes": exit_codes}
+    summary["run"] = {
+        "run_id": config.run_id,
+        "endpoint": config.endpoint,
+        "models": config.models,
+        "profile": profile.name,
+        "warnings": warnings,
+        "exit_codes": exit_codes,
+    }
     _write_summaries(run_dir, summary)
     return RunResult(config.run_id, run_dir, summary, summary["records"], warnings, exit_codes)
 
@@ -118,8 +174,14 @@ def _start(commands: dict[str, list[str]], run_dir: Path) -> dict[str, subproces
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for name, command in commands.items():
         log = (run_dir / "logs" / f"{name}.log").open("ab")
-        processes[name] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                           env=env, start_new_session=True)
+        processes[name] = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         log.close()
         if name == "master":
             time.sleep(0.5)  # let the master bind before workers dial in
@@ -135,9 +197,11 @@ def _planned_s(config: RunConfig) -> float:
     return total
 
 
-def _wait(processes: dict[str, subprocess.Popen[bytes]], run_dir: Path, config: RunConfig,
-          progress: Progress | None) -> list[str]:
+def _wait(
+    processes: dict[str, subprocess.Popen[bytes]], run_dir: Path, config: RunConfig, progress: Progress | None
+) -> list[str]:
     warnings: list[str] = []
+    reported: set[str] = set()
     main = processes.get("master") or processes["local"]
     limit = time.monotonic() + _planned_s(config) + 2 * config.profile.request.timeout_s + 900
     if config.profile.generator.web_ui:
@@ -148,15 +212,17 @@ def _wait(processes: dict[str, subprocess.Popen[bytes]], run_dir: Path, config: 
                 warnings.append("the run overran its plan by far; Locust was stopped")
                 break
             for name, process in processes.items():
-                if process is not main and process.poll() is not None and name not in str(warnings):
-                    warnings.append(f"{name} exited early with code {process.returncode}; see logs/{name}.log")
+                code = process.poll()
+                if process is main or code is None or name in reported:
+                    continue
+                if code != 0 or not _finished(run_dir):
+                    reported.add(name)
+                    warnings.append(f"{name} exited early with code {code}; see logs/{name}.log")
             if progress is not None:
                 status = run_dir / "status.json"
                 if status.is_file():
-                    try:
+                    with contextlib.suppress(ValueError):
                         progress(json.loads(status.read_text(encoding="utf-8")))
-                    except ValueError:
-                        pass
             time.sleep(1.0)
     except KeyboardInterrupt:
         warnings.append("interrupted")
@@ -167,6 +233,13 @@ def _wait(processes: dict[str, subprocess.Popen[bytes]], run_dir: Path, config: 
     return warnings
 
 
+def _finished(run_dir: Path) -> bool:
+    try:
+        return bool(json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("draining"))
+    except (OSError, ValueError):
+        return False
+
+
 def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
     """Let Locust finish on its own (the master tells workers to quit), then insist."""
     main = processes.get("master") or processes.get("local")
@@ -174,19 +247,15 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
         main.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 20
     for process in processes.values():
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = [process for process in processes.values() if process.poll() is None]
         for process in alive:
             process.send_signal(sig)
         for process in alive:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def _write_summaries(run_dir: Path, summary: dict[str, Any]) -> None:

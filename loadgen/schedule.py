@@ -50,9 +50,15 @@ def build_plans(profile: Profile) -> list[StagePlan]:
         target = float(stage.concurrency if stage.concurrency is not None else stage.rate or 0.0)
         plans.append(
             StagePlan(
-                index=index, name=stage.name or f"s{index}", mode=profile.mode, target=target,
-                previous_target=previous if stage.ramp_s > 0 else target, ramp_s=stage.ramp_s,
-                warmup_s=stage.warmup_s, measure_s=stage.measure_s, measure_requests=stage.measure_requests,
+                index=index,
+                name=stage.name or f"s{index}",
+                mode=profile.mode,
+                target=target,
+                previous_target=previous if stage.ramp_s > 0 else target,
+                ramp_s=stage.ramp_s,
+                warmup_s=stage.warmup_s,
+                measure_s=stage.measure_s,
+                measure_requests=stage.measure_requests,
                 cooldown_s=stage.cooldown_s,
             )
         )
@@ -138,7 +144,9 @@ class ClosedLoopPhases:
 
     def __init__(self, plan: StagePlan, workers: int, worker_index: int) -> None:
         self.plan = plan
-        self.quota = None if plan.measure_requests is None else share(plan.measure_requests, workers, worker_index)
+        self.quota = (
+            None if plan.measure_requests is None else share(plan.measure_requests, workers, worker_index)
+        )
         self.sent_measured = 0
         self.measure_end_s: float | None = None
 

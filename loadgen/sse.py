@@ -8,6 +8,7 @@ as tokens. A reply that is not an SSE stream, or whose data lines are not JSON, 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,7 @@ def _load_all(datas: list[str]) -> list[Any] | tuple[int, str]:
     for index, data in enumerate(datas):
         try:
             out.append(json.loads(data))
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             return index, f"SSE event {index} is not JSON ({exc.msg}): {data[:80]!r}"
     return out
 
@@ -94,10 +95,8 @@ def _load_all(datas: list[str]) -> list[Any] | tuple[int, str]:
 def _error_text(reply: RawReply) -> str:
     body = bytes(reply.body)
     if "chunked" in reply.headers.get("transfer-encoding", ""):
-        try:
+        with contextlib.suppress(ValueError):
             body = dechunk(body)[0]
-        except ValueError:
-            pass
     try:
         obj = json.loads(body)
         if isinstance(obj, dict):
@@ -118,7 +117,9 @@ def parse_reply(reply: RawReply, chat: bool = True) -> ParsedReply:
         return ParsedReply("http_error", _error_text(reply) if reply.complete else f"HTTP {reply.status}")
     content_type = reply.headers.get("content-type", "")
     if reply.status == 200 and not content_type.startswith("text/event-stream"):
-        return ParsedReply("bad_stream", f"reply is {content_type or 'untyped'}, not an SSE stream (text/event-stream)")
+        return ParsedReply(
+            "bad_stream", f"reply is {content_type or 'untyped'}, not an SSE stream (text/event-stream)"
+        )
     parsed = _read_stream(reply, chat)
     if reply.error_kind == "timeout":
         parsed.status, parsed.error = "timeout", reply.error

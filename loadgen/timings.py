@@ -6,6 +6,8 @@ usage was reported, ...); nothing falls back to a stand-in value.
 
 from __future__ import annotations
 
+import itertools
+
 from loadgen.records import RequestRecord
 
 NS = 1e9
@@ -37,7 +39,7 @@ def tpot_s(record: RequestRecord) -> float | None:
 def itl_s(record: RequestRecord) -> list[float]:
     """ITL = gaps between consecutive content chunks (a chunk may carry several tokens)."""
     offsets = record.chunk_offsets_ns
-    return [(b - a) / NS for a, b in zip(offsets, offsets[1:], strict=False)]
+    return [(b - a) / NS for a, b in itertools.pairwise(offsets)]
 
 
 def schedule_lag_s(record: RequestRecord) -> float | None:
@@ -48,7 +50,10 @@ def schedule_lag_s(record: RequestRecord) -> float | None:
 
 
 def ttft_from_scheduled_s(record: RequestRecord) -> float | None:
-    """TTFT seen by a user who arrived on schedule: first token - scheduled send (shows coordinated omission)."""
+    """TTFT as seen by a user who arrived on schedule: first token - scheduled send.
+
+    Unlike TTFT from the send, this includes any delay in sending, so coordinated omission shows.
+    """
     if record.first_token_ns is None or record.scheduled_ns is None:
         return None
     return (record.first_token_ns - record.scheduled_ns) / NS

@@ -69,10 +69,16 @@ class WorkerRuntime:
         self.pool = ConnectionPool(self.endpoint, profile.request.connect_timeout_s)
         self.writer = RecordWriter(run_dir / "records" / f"{tag}.jsonl")
         self.grades = RecordWriter(run_dir / "records" / f"{tag}.grades.jsonl")
-        self.grader = GradingPool(profile.grading.processes, profile.grading.function) if profile.grading.enabled else None
+        self.grader = (
+            GradingPool(profile.grading.processes, profile.grading.function)
+            if profile.grading.enabled
+            else None
+        )
         self.metrics = ClientMetrics(self.run_id, profile.generator.export_itl)
         generator = profile.generator
-        port = generator.metrics_port and generator.metrics_port + 1 + (int(tag[1:]) if tag[1:].isdigit() else 0)
+        port = generator.metrics_port and generator.metrics_port + 1 + (
+            int(tag[1:]) if tag[1:].isdigit() else 0
+        )
         self.metrics_port = self.metrics.serve(generator.metrics_host, port)
         key = os.environ.get(profile.request.api_key_env or "", "") if profile.request.api_key_env else ""
         self.auth = f"authorization: Bearer {key}\r\n" if key else ""
@@ -85,21 +91,32 @@ class WorkerRuntime:
         self.outbox: list[str] = []
         self.forwarded = 0
         self.loop_lags: list[float] = []
-        self.greenlets = [gevent.spawn(self._forward_loop), gevent.spawn(self._watch_loop),
-                          gevent.spawn(self._lag_loop)]
+        self.greenlets = [
+            gevent.spawn(self._forward_loop),
+            gevent.spawn(self._watch_loop),
+            gevent.spawn(self._lag_loop),
+        ]
 
     # ------------------------------------------------------------ messages from the master
     def hello(self) -> dict[str, Any]:
-        return {"tag": self.tag, "pid": os.getpid(), "metrics": f"{self.profile.generator.metrics_host}:{self.metrics_port}"}
+        return {
+            "tag": self.tag,
+            "pid": os.getpid(),
+            "metrics": f"{self.profile.generator.metrics_host}:{self.metrics_port}",
+        }
 
     def on_stage(self, data: dict[str, Any], position: int) -> None:
         plan = self.plans[int(data["index"])]
         start_ns = _perf() + (int(data["start_wall_ns"]) - time.time_ns())
         workers = int(data["workers"])
         self.stage = ActiveStage(
-            plan=plan, start_ns=start_ns, workers=workers, position=position,
+            plan=plan,
+            start_ns=start_ns,
+            workers=workers,
+            position=position,
             closed=ClosedLoopPhases(plan, workers, position) if plan.mode == "closed" else None,
-            opened=OpenLoopPhases(plan) if plan.mode == "open" else None, cpu_at_start=_cpu_s(),
+            opened=OpenLoopPhases(plan) if plan.mode == "open" else None,
+            cpu_at_start=_cpu_s(),
         )
         self.loop_lags = []
         if plan.mode == "open":
@@ -164,12 +181,15 @@ class WorkerRuntime:
             gevent.spawn(self.perform, stage, phase, model, task_index, target_ns)
 
     # ------------------------------------------------------------ one request
-    def perform(self, stage: ActiveStage, phase: Phase, model: str, task_index: int,
-                scheduled_ns: int | None) -> RequestRecord:
+    def perform(
+        self, stage: ActiveStage, phase: Phase, model: str, task_index: int, scheduled_ns: int | None
+    ) -> RequestRecord:
         task = self.tasks_by_index[task_index]
         request_id = f"{self.run_id}-{self.tag}-{next(self.seq)}"
         headers = f"x-request-id: {request_id}\r\n{self.auth}"
-        request = build_request(self.endpoint, self.workload.path, self.workload.body(task_index, model), headers)
+        request = build_request(
+            self.endpoint, self.workload.path, self.workload.body(task_index, model), headers
+        )
         self.inflight += 1
         self.metrics.inflight(model, 1)
         try:
@@ -180,24 +200,45 @@ class WorkerRuntime:
         parsed = parse_reply(reply, self.chat)
         first = parsed.content_ns[0] if parsed.content_ns else None
         record = RequestRecord(
-            run_id=self.run_id, request_id=request_id, stage=stage.plan.name, stage_index=stage.plan.index,
-            phase=phase, mode=stage.plan.mode, target=stage.plan.target, worker=self.tag, model=model,
-            task_id=task.id, language=task.natural_language, scheduled_ns=scheduled_ns, sent_ns=reply.sent_ns,
-            first_token_ns=first, end_ns=max(reply.end_ns, reply.sent_ns),
+            run_id=self.run_id,
+            request_id=request_id,
+            stage=stage.plan.name,
+            stage_index=stage.plan.index,
+            phase=phase,
+            mode=stage.plan.mode,
+            target=stage.plan.target,
+            worker=self.tag,
+            model=model,
+            task_id=task.id,
+            language=task.natural_language,
+            scheduled_ns=scheduled_ns,
+            sent_ns=reply.sent_ns,
+            first_token_ns=first,
+            end_ns=max(reply.end_ns, reply.sent_ns),
             chunk_offsets_ns=[t - reply.sent_ns for t in parsed.content_ns],
             timing="kernel" if reply.kernel_stamps else "user",
             first_token_read_delay_ns=(parsed.content_user_ns[0] - first) if first is not None else None,
-            coalesced_reads=parsed.coalesced_reads, anchor_wall_ns=self.anchor_wall_ns,
-            anchor_perf_ns=self.anchor_perf_ns, http_status=reply.status, prompt_tokens=parsed.prompt_tokens,
-            output_tokens=parsed.output_tokens, finish_reason=parsed.finish_reason, status=parsed.status,
-            error=parsed.error[:2000], output=parsed.text,
+            coalesced_reads=parsed.coalesced_reads,
+            anchor_wall_ns=self.anchor_wall_ns,
+            anchor_perf_ns=self.anchor_perf_ns,
+            http_status=reply.status,
+            prompt_tokens=parsed.prompt_tokens,
+            output_tokens=parsed.output_tokens,
+            finish_reason=parsed.finish_reason,
+            status=parsed.status,
+            error=parsed.error[:2000],
+            output=parsed.text,
         )
         self.writer.write(record)
         self.metrics.observe(record)
         self._fire_locust_event(record, len(reply.body))
         if self.grader is not None and record.status == "ok":
-            self.grader.submit(task, record.output, task.grading.timeout_s,
-                               lambda verdict, detail, seconds: self._graded(record, verdict, detail, seconds))
+            self.grader.submit(
+                task,
+                record.output,
+                task.grading.timeout_s,
+                lambda verdict, detail, seconds: self._graded(record, verdict, detail, seconds),
+            )
         else:
             self.outbox.append(record.model_dump_json())
         return record
@@ -206,8 +247,9 @@ class WorkerRuntime:
         record.grade = verdict if verdict in ("pass", "fail", "error", "timeout") else "error"  # type: ignore[assignment]
         record.grade_detail = detail[:2000]
         record.grade_duration_s = seconds
-        self.grades.write_line(record.model_dump_json(include={"request_id", "grade", "grade_detail",
-                                                              "grade_duration_s"}))
+        self.grades.write_line(
+            record.model_dump_json(include={"request_id", "grade", "grade_detail", "grade_duration_s"})
+        )
         self.metrics.graded(record)
         self.outbox.append(record.model_dump_json())
 
@@ -215,9 +257,12 @@ class WorkerRuntime:
         from locust import events  # noqa: PLC0415 - only inside Locust
 
         failed = record.status != "ok"
-        events.request.fire(
-            request_type="POST", name=record.model, response_time=(record.end_ns - record.sent_ns) / 1e6,
-            response_length=size, exception=RuntimeError(f"{record.status}: {record.error}") if failed else None,
+        events.request.fire(  # type: ignore[no-untyped-call]
+            request_type="POST",
+            name=record.model,
+            response_time=(record.end_ns - record.sent_ns) / 1e6,
+            response_length=size,
+            exception=RuntimeError(f"{record.status}: {record.error}") if failed else None,
             context={"stage": record.stage, "phase": record.phase},
         )
 
@@ -251,12 +296,15 @@ class WorkerRuntime:
                 done = end is not None and elapsed >= end + plan.cooldown_s
             if done:
                 stage.done_sent = True
-                self.send(MSG_DONE, {"tag": self.tag, "index": stage.plan.index, **self.health(stage, elapsed)})
+                self.send(
+                    MSG_DONE, {"tag": self.tag, "index": stage.plan.index, **self.health(stage, elapsed)}
+                )
 
     def health(self, stage: ActiveStage, elapsed_s: float) -> dict[str, Any]:
         lags = sorted(self.loop_lags)
         return {
-            "cpu_s": _cpu_s() - stage.cpu_at_start, "wall_s": elapsed_s,
+            "cpu_s": _cpu_s() - stage.cpu_at_start,
+            "wall_s": elapsed_s,
             "loop_lag_p99_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
             "loop_lag_max_s": lags[-1] if lags else None,
         }
@@ -277,8 +325,15 @@ class WorkerRuntime:
         if self.grader is not None:
             self.grader.drain(timeout_s=600)
         self.flush_outbox()
-        self.send(MSG_DRAINED, {"tag": self.tag, "records": self.writer.count, "forwarded": self.forwarded,
-                                "inflight_left": self.inflight})
+        self.send(
+            MSG_DRAINED,
+            {
+                "tag": self.tag,
+                "records": self.writer.count,
+                "forwarded": self.forwarded,
+                "inflight_left": self.inflight,
+            },
+        )
 
     def close(self) -> None:
         for greenlet in self.greenlets:

@@ -34,13 +34,18 @@ def load_tasks(task_dir: Path) -> list[TaskRecord]:
 
 class Workload:
     def __init__(
-        self, task_dir: Path, models: list[str], sampling: Sampling, request: RequestOptions,
+        self,
+        task_dir: Path,
+        models: list[str],
+        sampling: Sampling,
+        request: RequestOptions,
         tasks: list[TaskRecord] | None = None,
     ) -> None:
         self.root = task_dir if task_dir.is_dir() else task_dir.parent
         every = tasks if tasks is not None else load_tasks(task_dir)
         chosen = [
-            task for task in every
+            task
+            for task in every
             if (sampling.languages is None or task.natural_language in sampling.languages)
             and (sampling.groups is None or task.metadata.group in sampling.groups)
         ]
@@ -54,8 +59,9 @@ class Workload:
         self.request = request
         self.by = sampling.by
         self.languages = sorted({task.natural_language for task in chosen})
-        self.by_language = {lang: [i for i, t in enumerate(chosen) if t.natural_language == lang]
-                            for lang in self.languages}
+        self.by_language = {
+            lang: [i for i, t in enumerate(chosen) if t.natural_language == lang] for lang in self.languages
+        }
         weights = sampling.model_weights or {}
         shares = [max(0.0, float(weights.get(model, 1.0 if not weights else 0.0))) for model in models]
         if sum(shares) <= 0:

@@ -13,7 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+}
 
 
 def _dumps(obj: object) -> bytes:
@@ -63,7 +69,13 @@ class StreamFrames:
 
 
 def build_frames(
-    *, chat: bool, request_id: str, model: str, token_text: str, output_tokens: int, prompt_tokens: int,
+    *,
+    chat: bool,
+    request_id: str,
+    model: str,
+    token_text: str,
+    output_tokens: int,
+    prompt_tokens: int,
     include_usage: bool,
 ) -> StreamFrames:
     created = int(time.time())
@@ -115,8 +127,12 @@ def full_completion(
         choice = {"index": 0, "text": text, "finish_reason": "length"}
         kind = "text_completion"
     return {
-        "id": request_id, "object": kind, "created": int(time.time()), "model": model,
-        "choices": [choice], "usage": usage,
+        "id": request_id,
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
     }
 
 

@@ -15,6 +15,7 @@ abruptly S seconds after the first request, resetting every open stream).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import heapq
 import json
@@ -45,7 +46,7 @@ class ServerConfig:
     itl_ms: float = 10.0
     output_len: int | None = None  # None: the request's max_tokens (16 when absent)
     models: tuple[str, ...] = ("calib",)  # "*" accepts any model name
-    token_text: str = " tok"
+    token_text: str = " tok"  # noqa: S105 - the text of each generated token
     fault: Fault = "none"
     die_after_s: float | None = None
     request_log: str | None = None  # append each request's x-request-id, one per line
@@ -67,10 +68,21 @@ class _Conn:
 
 
 class _Stream:
-    __slots__ = ("conn", "first_deadline", "first_sent_ns", "frames", "itl_ns", "received_ns", "request_id",
-                 "sent", "total")
+    __slots__ = (
+        "conn",
+        "first_deadline",
+        "first_sent_ns",
+        "frames",
+        "itl_ns",
+        "received_ns",
+        "request_id",
+        "sent",
+        "total",
+    )
 
-    def __init__(self, conn: _Conn, frames: protocol.StreamFrames, first_deadline: int, itl_ns: int, total: int):
+    def __init__(
+        self, conn: _Conn, frames: protocol.StreamFrames, first_deadline: int, itl_ns: int, total: int
+    ):
         self.conn = conn
         self.frames = frames
         self.first_deadline = first_deadline
@@ -194,10 +206,8 @@ class CalibrationServer:
         if conn.stream is not None:
             conn.stream = None
             self.open_streams -= 1
-        try:
+        with contextlib.suppress(OSError):
             self.epoll.unregister(conn.fd)
-        except OSError:
-            pass
         conn.sock.close()
 
     def _reply(self, conn: _Conn, data: bytes) -> None:
@@ -245,7 +255,9 @@ class CalibrationServer:
         if stream is None:
             return
         if self.timing_log is not None and stream.total:
-            self.timing_log.write(f"{stream.request_id} {stream.received_ns} {stream.first_sent_ns} {_now()}\n")
+            self.timing_log.write(
+                f"{stream.request_id} {stream.received_ns} {stream.first_sent_ns} {_now()}\n"
+            )
         conn.stream = None
         self.open_streams -= 1
         self.stats.streams_done += 1
@@ -264,7 +276,9 @@ class CalibrationServer:
                 if end < 0:
                     if len(conn.inbuf) > MAX_HEAD:
                         conn.close_after = True
-                        self._reply(conn, protocol.error_response(400, "header too large", "BadRequest", True))
+                        self._reply(
+                            conn, protocol.error_response(400, "header too large", "BadRequest", True)
+                        )
                     return
                 lines = bytes(conn.inbuf[:end]).decode("latin-1").split("\r\n")
                 del conn.inbuf[: end + 4]
@@ -289,14 +303,18 @@ class CalibrationServer:
             del conn.inbuf[: conn.body_len]
             method, path, headers = conn.head
             conn.head = None
-            self._route(conn, method, path.split("?", 1)[0], headers, body, _now())
+            self._route(conn, method, path.split("?", 1)[0], headers, body=body, at=_now())
 
-    def _route(self, conn: _Conn, method: str, path: str, headers: dict[str, str], body: bytes, at: int) -> None:
+    def _route(
+        self, conn: _Conn, method: str, path: str, headers: dict[str, str], *, body: bytes, at: int
+    ) -> None:
         close = conn.close_after
         if path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
             self._completion(conn, path.endswith("chat/completions"), headers, body, at)
         elif path == "/v1/models" and method == "GET":
-            data = [{"id": m, "object": "model", "owned_by": "m3bench-calibration"} for m in self.config.models]
+            data = [
+                {"id": m, "object": "model", "owned_by": "m3bench-calibration"} for m in self.config.models
+            ]
             self._reply(conn, protocol.json_response(200, {"object": "list", "data": data}, close))
         elif path in ("/health", "/ping") and method == "GET":
             self._reply(conn, protocol.response(200, b"", "text/plain", close))
@@ -314,7 +332,9 @@ class CalibrationServer:
             self.started_wall = time.monotonic()
             self._reply(conn, protocol.json_response(200, {"reset": True}, close))
         else:
-            self._reply(conn, protocol.error_response(404, f"no route {method} {path}", "NotFoundError", close))
+            self._reply(
+                conn, protocol.error_response(404, f"no route {method} {path}", "NotFoundError", close)
+            )
 
     def _completion(self, conn: _Conn, chat: bool, headers: dict[str, str], raw: bytes, at: int) -> None:
         close = conn.close_after
@@ -330,7 +350,9 @@ class CalibrationServer:
         try:
             body: dict[str, Any] = json.loads(raw)
         except ValueError as exc:
-            self._reply(conn, protocol.error_response(400, f"invalid JSON body: {exc}", "BadRequestError", close))
+            self._reply(
+                conn, protocol.error_response(400, f"invalid JSON body: {exc}", "BadRequestError", close)
+            )
             return
         model = str(body.get("model", ""))
         if "*" not in config.models and model not in config.models:
@@ -338,7 +360,9 @@ class CalibrationServer:
             self._reply(conn, protocol.error_response(404, message, "NotFoundError", close))
             return
         if config.fault == "http500":
-            self._reply(conn, protocol.error_response(500, "programmed failure", "InternalServerError", close))
+            self._reply(
+                conn, protocol.error_response(500, "programmed failure", "InternalServerError", close)
+            )
             return
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
         total = config.output_len if config.output_len is not None else int(asked or 16)
@@ -350,19 +374,29 @@ class CalibrationServer:
         if not body.get("stream") or config.fault == "non_sse":
             # Reply after the whole programmed generation time, as a real server would.
             reply = protocol.full_completion(
-                chat=chat, request_id=request_id, model=model, text=config.token_text * total,
-                output_tokens=total, prompt_tokens=prompt_tokens,
+                chat=chat,
+                request_id=request_id,
+                model=model,
+                text=config.token_text * total,
+                output_tokens=total,
+                prompt_tokens=prompt_tokens,
             )
-            frames = protocol.StreamFrames(first=b"", token=b"", tail=protocol.json_response(200, reply, close),
-                                           malformed=b"")
+            frames = protocol.StreamFrames(
+                first=b"", token=b"", tail=protocol.json_response(200, reply, close), malformed=b""
+            )
             stream = _Stream(conn, frames, at + self.ttft_ns + (total - 1) * self.itl_ns, 0, 0)
             conn.stream = stream
             self.open_streams += 1
             self._schedule(stream.first_deadline, stream)
             return
         frames = protocol.build_frames(
-            chat=chat, request_id=request_id, model=model, token_text=config.token_text, output_tokens=total,
-            prompt_tokens=prompt_tokens, include_usage=bool(stream_opts.get("include_usage")),
+            chat=chat,
+            request_id=request_id,
+            model=model,
+            token_text=config.token_text,
+            output_tokens=total,
+            prompt_tokens=prompt_tokens,
+            include_usage=bool(stream_opts.get("include_usage")),
         )
         self._send(conn, protocol.STREAM_HEAD)
         stream = _Stream(conn, frames, at + self.ttft_ns, self.itl_ns, total)
@@ -394,12 +428,21 @@ def _parse_args(argv: list[str] | None) -> ServerConfig:
     parser.add_argument("--fault", choices=["none", "non_sse", "malformed", "http500"], default="none")
     parser.add_argument("--die-after-s", type=float, default=None)
     parser.add_argument("--request-log", default=None)
-    parser.add_argument("--timing-log", default=None, help="per stream: id, receipt, first send, end (perf ns)")
+    parser.add_argument(
+        "--timing-log", default=None, help="per stream: id, receipt, first send, end (perf ns)"
+    )
     args = parser.parse_args(argv)
     return ServerConfig(
-        host=args.host, port=args.port, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, output_len=args.output_len,
-        models=tuple(m for m in args.models.split(",") if m), token_text=args.token_text, fault=args.fault,
-        die_after_s=args.die_after_s, request_log=args.request_log,
+        host=args.host,
+        port=args.port,
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        output_len=args.output_len,
+        models=tuple(m for m in args.models.split(",") if m),
+        token_text=args.token_text,
+        fault=args.fault,
+        die_after_s=args.die_after_s,
+        request_log=args.request_log,
         timing_log=args.timing_log,
     )
 

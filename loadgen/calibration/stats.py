@@ -22,13 +22,11 @@ class LatenessHistogram:
     max_ns: int = 0
 
     def add(self, lateness_ns: int) -> None:
-        if lateness_ns < 0:
-            lateness_ns = 0
+        lateness_ns = max(lateness_ns, 0)
         index = lateness_ns // BIN_NS
         self.counts[index if index < BINS else BINS - 1] += 1
         self.total += 1
-        if lateness_ns > self.max_ns:
-            self.max_ns = lateness_ns
+        self.max_ns = max(self.max_ns, lateness_ns)
 
     def quantile_s(self, q: float) -> float | None:
         if self.total == 0:

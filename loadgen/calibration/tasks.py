@@ -29,30 +29,47 @@ def _png(seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_calibration_tasks(directory: Path, per_language: int = 2, languages: tuple[str, ...] = ("en", "zh"),
-                            expected: str | None = None, max_tokens: int = 16) -> Path:
+def write_calibration_tasks(
+    directory: Path,
+    per_language: int = 2,
+    languages: tuple[str, ...] = ("en", "zh"),
+    expected: str | None = None,
+    max_tokens: int = 16,
+) -> Path:
     """Write tasks.jsonl and images/ under ``directory``; returns ``directory``."""
     images = directory / "images"
     images.mkdir(parents=True, exist_ok=True)
-    lines = []
+    lines: list[str] = []
     for language in languages:
         for number in range(per_language):
             data = _png(len(lines))
             digest = hashlib.sha256(data).hexdigest()
             (images / f"{digest}.png").write_bytes(data)
-            record = TaskRecord.model_validate({
-                "id": f"calib/{language}/{number}",
-                "source": {"benchmark": "m3bench-calibration", "source_id": f"{language}-{number}",
-                           "license": "Apache-2.0"},
-                "natural_language": language,
-                "prompt": PROMPTS.get(language, PROMPTS["en"]),
-                "images": [{"key": "picture", "path": f"images/{digest}.png", "sha256": digest,
-                            "width": 32, "height": 24}],
-                "grading": {"method": "exact_match", "timeout_s": 5.0},
-                "expected_answer": expected if expected is not None else ("tok " * max_tokens).strip(),
-                "gen": {"max_tokens": max_tokens},
-                "metadata": {"image_required": True, "group": "image"},
-            })
+            record = TaskRecord.model_validate(
+                {
+                    "id": f"calib/{language}/{number}",
+                    "source": {
+                        "benchmark": "m3bench-calibration",
+                        "source_id": f"{language}-{number}",
+                        "license": "Apache-2.0",
+                    },
+                    "natural_language": language,
+                    "prompt": PROMPTS.get(language, PROMPTS["en"]),
+                    "images": [
+                        {
+                            "key": "picture",
+                            "path": f"images/{digest}.png",
+                            "sha256": digest,
+                            "width": 32,
+                            "height": 24,
+                        }
+                    ],
+                    "grading": {"method": "exact_match", "timeout_s": 5.0},
+                    "expected_answer": expected if expected is not None else ("tok " * max_tokens).strip(),
+                    "gen": {"max_tokens": max_tokens},
+                    "metadata": {"image_required": True, "group": "image"},
+                }
+            )
             lines.append(record.model_dump_json())
     (directory / "tasks.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return directory
