@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 app = typer.Typer(
@@ -27,4 +29,17 @@ _register()
 
 
 def main() -> None:
-    app()
+    """Entry point: every usage or input error ends as one line on stderr and exit status 2."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.TyperException as e:  # click's ClickException family (usage and parameter errors)
+        fmt = getattr(e, "format_message", None)
+        message = " ".join((fmt() if callable(fmt) else str(e)).split())
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(int(getattr(e, "exit_code", 2)) or 2)
+    sys.exit(code if isinstance(code, int) else 0)
