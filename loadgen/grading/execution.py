@@ -16,6 +16,7 @@ shared between grades, so any number of processes may grade at once.
 from __future__ import annotations
 
 import contextlib
+import marshal
 import math
 import os
 import secrets
@@ -62,6 +63,12 @@ def _script(runner: str) -> str:
     here = Path(__file__).parent
     parts = [(here / name).read_text(encoding="utf-8") for name in ("_wire.py", "_hardening.py", runner)]
     return "\n\n".join(parts)
+
+
+@cache
+def _compiled(runner: str) -> bytes:
+    """The runner compiled once per grader process (loaded with marshal by the same interpreter)."""
+    return marshal.dumps(compile(_script(runner), f"<m3bench {runner}>", "exec"))
 
 
 def _exit_reason(returncode: int | None, mode: sandbox.SandboxMode) -> tuple[Verdict, str]:
@@ -163,6 +170,8 @@ def _prepare(
     program = _bwrap_filter() if mode == "bwrap" else None
     seccomp = "self" if mode == "rlimit" else ("bwrap" if program else "none")
     (directory / "payload.bin").write_bytes(_wire.encode_value({**payload, "seccomp": seccomp}))
+    runner = "_answer_runner.py" if role == "answer" else "_test_harness.py"
+    (directory / "runner.bin").write_bytes(_compiled(runner))
     seccomp_fd = None
     if program is not None:
         (root / f"{role}.bpf").write_bytes(program)
@@ -170,8 +179,9 @@ def _prepare(
     launch = sandbox.launch(
         mode,
         role=role,
-        script=_script(f"_{role}_runner.py" if role == "answer" else "_test_harness.py"),
+        script=_script(runner),
         script_args=["/task/payload.bin", *map(str, fds)],
+        compiled="/task/runner.bin",
         payload_dir=directory,
         work_dir=work,
         tmpfs_bytes=TMPFS_BYTES,

@@ -33,6 +33,7 @@ SandboxMode = Literal["bwrap", "rlimit"]
 ANSWER_UID = 65534
 HARNESS_UID = 65533
 SANDBOX_UID = 65534
+_BOOTSTRAP = "import marshal,sys;exec(marshal.loads(open(sys.argv.pop(1),'rb').read()))"
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -170,9 +171,20 @@ def launch(
     work_dir: Path,
     tmpfs_bytes: int,
     seccomp_fd: int | None = None,
+    compiled: str | None = None,
 ) -> Launch:
-    """The command for one runner. ``script_args`` name the payload as ``/task/...`` in either mode."""
+    """The command for one runner. ``script_args`` name the payload as ``/task/...`` in either mode.
+
+    ``compiled`` names (under ``/task/``) the script already compiled and marshalled by this very
+    interpreter; it is used instead of the source when the sandbox runs the same interpreter, which
+    saves compiling ~500 lines at every start.
+    """
     python = sandbox_python()
+    if mode == "rlimit" and os.geteuid() == 0:
+        python = _unprivileged_python()
+    if compiled is not None and python == Path(sys.executable).resolve():
+        script_args = [compiled, *script_args]
+        script = _BOOTSTRAP
     if mode == "bwrap":
         argv = _bwrap_argv(python, payload_dir, tmpfs_bytes)
         if seccomp_fd is not None:
@@ -185,7 +197,6 @@ def launch(
     ]
     uid = None
     if os.geteuid() == 0:
-        python = _unprivileged_python()
         uid = ANSWER_UID if role == "answer" else HARNESS_UID
         for path in (payload_dir, work_dir):
             os.chown(path, uid, uid)
