@@ -59,16 +59,19 @@ def probe(
 ) -> None:
     """Start a real vLLM engine on MODEL and report start time, throughput and weight memory."""
     model_dir = Path(model)
+    if not model_dir.exists() and ("/" in model or model.startswith(".")):
+        raise typer.BadParameter(f"{model_dir}: no such model directory")
     if not model_dir.is_dir():
         try:
             (built,) = build_models([model], cache_dir)
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
         model_dir = built.path
-    from serving.int4.checkpoint import CheckpointError, read_config
+    from serving.int4.checkpoint import CheckpointError
+    from serving.model_dir import check_model_dir
 
     try:
-        read_config(model_dir)
+        check_model_dir(model_dir)
     except CheckpointError as e:
         raise typer.BadParameter(str(e)) from None
     with tempfile.TemporaryDirectory() as tmp:
