@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Sets up (idempotent) and runs every check: ruff, mypy (strict), the whole pytest suite including
+# the integration tests on the real stack (vLLM on CPU, Ray, Prometheus, Locust).
+#
+#   bash deploy/test.sh            # everything (what CI runs)
+#   bash deploy/test.sh --quick    # lint + tests not marked slow (no services started)
+#   bash deploy/test.sh -- -k int4 # extra arguments after -- go to pytest
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MARK=()
+PYTEST_ARGS=()
+while (($#)); do
+  case "$1" in
+    --quick) MARK=(-m "not slow") ;;
+    --) shift; PYTEST_ARGS=("$@"); break ;;
+    *) echo "error: unknown option $1 (use --quick, or -- PYTEST_ARGS)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+bash deploy/setup.sh --dev
+VENV="${M3BENCH_VENV:-$ROOT/.venv}"
+
+echo "[test] ruff"
+"$VENV/bin/ruff" check .
+echo "[test] mypy (strict)"
+"$VENV/bin/mypy"
+echo "[test] pytest ${MARK[*]:-} ${PYTEST_ARGS[*]:-}"
+set +e
+"$VENV/bin/python" -m pytest -p no:cacheprovider -ra --durations=25 "${MARK[@]}" "${PYTEST_ARGS[@]}"
+rc=$?
+set -e
+if [[ $rc -eq 5 ]]; then
+  echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+exit $rc
