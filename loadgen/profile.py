@@ -123,6 +123,9 @@ class Generator(_Model):
     master_bind_host: str = "127.0.0.1"
     master_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     cpus: list[int] | None = Field(default=None, description="Pin generator processes to these CPUs.")
+    priority: Literal["default", "high", "realtime"] = Field(
+        default="default", description="high: nice -10; realtime: SCHED_FIFO 5 (needs privileges)."
+    )
     max_inflight: int = Field(
         default=10_000, ge=1, description="Open loop: per-process cap on open requests."
     )

@@ -14,6 +14,7 @@ import os
 import random
 import resource
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from gevent.event import Event
 
 from loadgen.exporter import ClientMetrics
 from loadgen.grading_pool import GradingPool
-from loadgen.http_stream import ConnectionPool, Endpoint, build_request, exchange
+from loadgen.http_stream import ConnectionPool, Endpoint, RawReply, build_request, exchange
 from loadgen.profile import RunConfig
 from loadgen.records import Phase, RecordWriter, RequestRecord
 from loadgen.schedule import ClosedLoopPhases, OpenLoopPhases, StagePlan, build_plans
@@ -46,6 +47,19 @@ class ActiveStage:
     opened: OpenLoopPhases | None
     done_sent: bool = False
     cpu_at_start: float = 0.0
+
+
+@dataclass
+class Done:
+    """A request whose reply has ended, waiting to be parsed and recorded."""
+
+    stage: ActiveStage
+    phase: Phase
+    model: str
+    task_index: int
+    scheduled_ns: int | None
+    request_id: str
+    reply: RawReply
 
 
 def _cpu_s() -> float:
@@ -85,13 +99,17 @@ class WorkerRuntime:
         self.seq = itertools.count(1)
         self.user_seq = itertools.count()
         self.inflight = 0
+        self.spawned = 0
         self.stage: ActiveStage | None = None
         self.stage_changed = Event()
         self.draining = False
         self.outbox: list[str] = []
         self.forwarded = 0
         self.loop_lags: list[float] = []
+        self.finishing: deque[Done] = deque()
+        self.finish_wakeup = Event()
         self.greenlets = [
+            gevent.spawn(self._finish_loop),
             gevent.spawn(self._forward_loop),
             gevent.spawn(self._watch_loop),
             gevent.spawn(self._lag_loop),
@@ -144,8 +162,8 @@ class WorkerRuntime:
             gevent.sleep(min(-elapsed, 0.05))
             return
         model, task_index = self.workload.draw(rng)
-        record = self.perform(stage, stage.closed.phase(elapsed), model, task_index, None)
-        if record.status == "disconnect" and record.http_status is None and record.sent_ns == record.end_ns:
+        reply = self.perform(stage, stage.closed.phase(elapsed), model, task_index, None)
+        if reply.error_kind == "connect":
             gevent.sleep(0.2)  # cannot connect: do not spin on a dead endpoint
 
     # ------------------------------------------------------------ open loop
@@ -156,6 +174,7 @@ class WorkerRuntime:
                 self.stage_changed.wait(0.1)
                 continue
             self._run_open_stage(stage)
+        gevent.sleep(0.1)  # Locust calls this task again at once: do not spin once draining
 
     def _run_open_stage(self, stage: ActiveStage) -> None:
         from loadgen.schedule import arrivals  # noqa: PLC0415
@@ -176,15 +195,22 @@ class WorkerRuntime:
                 gevent.sleep(0)  # the last millisecond: yield without trusting the loop's timer resolution
             if self.stage is not stage or self.draining:
                 return
-            while self.inflight >= cap:
+            while self.inflight + self.spawned >= cap:
                 gevent.sleep(0.001)
-            gevent.spawn(self.perform, stage, phase, model, task_index, target_ns)
+            self.spawned += 1  # counted until perform starts, so a drain cannot miss it
+            gevent.spawn(self._perform_spawned, stage, phase, model, task_index, target_ns)
+
+    def _perform_spawned(
+        self, stage: ActiveStage, phase: Phase, model: str, task_index: int, scheduled_ns: int
+    ) -> None:
+        self.spawned -= 1
+        self.perform(stage, phase, model, task_index, scheduled_ns)
 
     # ------------------------------------------------------------ one request
     def perform(
         self, stage: ActiveStage, phase: Phase, model: str, task_index: int, scheduled_ns: int | None
-    ) -> RequestRecord:
-        task = self.tasks_by_index[task_index]
+    ) -> RawReply:
+        """Send one request and read its reply; everything else happens later, when the loop is idle."""
         request_id = f"{self.run_id}-{self.tag}-{next(self.seq)}"
         headers = f"x-request-id: {request_id}\r\n{self.auth}"
         request = build_request(
@@ -197,6 +223,33 @@ class WorkerRuntime:
         finally:
             self.inflight -= 1
             self.metrics.inflight(model, -1)
+        self.finishing.append(Done(stage, phase, model, task_index, scheduled_ns, request_id, reply))
+        self.finish_wakeup.set()
+        return reply
+
+    def _finish_loop(self) -> None:
+        """Parse, record, export, grade: at idle priority, so reading streams always comes first."""
+        while True:
+            if not self.finishing:
+                self.finish_wakeup.clear()
+                self.finish_wakeup.wait()
+                continue
+            # Wait for the loop to have nothing else to do, but not forever: a saturated generator is
+            # never idle, and its records must still be written.
+            with gevent.Timeout(0.05, False):
+                gevent.idle()
+            self._finish(self.finishing.popleft())
+
+    def _finish(self, done: Done) -> None:
+        stage, phase, model, scheduled_ns, request_id, reply = (
+            done.stage,
+            done.phase,
+            done.model,
+            done.scheduled_ns,
+            done.request_id,
+            done.reply,
+        )
+        task = self.tasks_by_index[done.task_index]
         parsed = parse_reply(reply, self.chat)
         first = parsed.content_ns[0] if parsed.content_ns else None
         record = RequestRecord(
@@ -241,7 +294,6 @@ class WorkerRuntime:
             )
         else:
             self.outbox.append(record.model_dump_json())
-        return record
 
     def _graded(self, record: RequestRecord, verdict: str, detail: str, seconds: float) -> None:
         record.grade = verdict if verdict in ("pass", "fail", "error", "timeout") else "error"  # type: ignore[assignment]
@@ -320,7 +372,7 @@ class WorkerRuntime:
 
     def _drain(self) -> None:
         limit = time.monotonic() + self.profile.request.timeout_s + 5
-        while self.inflight and time.monotonic() < limit:
+        while (self.inflight or self.spawned or self.finishing) and time.monotonic() < limit:
             gevent.sleep(0.05)
         if self.grader is not None:
             self.grader.drain(timeout_s=600)

@@ -9,7 +9,7 @@ bytes. The server measures its own lateness (send time minus deadline) and repor
 
 Run: ``python -m loadgen.calibration.server --port 8100 --ttft-ms 100 --itl-ms 10 --output-len 64``.
 Faults for tests: ``--fault non_sse|malformed|http500`` and ``--die-after-s S`` (the process exits
-abruptly S seconds after the first request, resetting every open stream).
+abruptly S seconds after the first request, resetting every open stream) or ``--die-after-requests N``.
 """
 
 from __future__ import annotations
@@ -48,9 +48,11 @@ class ServerConfig:
     models: tuple[str, ...] = ("calib",)  # "*" accepts any model name
     token_text: str = " tok"  # noqa: S105 - the text of each generated token
     fault: Fault = "none"
-    die_after_s: float | None = None
+    die_after_s: float | None = None  # counted from the first request
+    die_after_requests: int | None = None  # the process exits 0.3 s after this many requests arrived
     request_log: str | None = None  # append each request's x-request-id, one per line
     timing_log: str | None = None  # per stream: request id, receipt, first-token send, end (perf_counter ns)
+    realtime: bool = False  # SCHED_FIFO (or a lower nice value) so a busy machine does not delay sends
 
 
 class _Conn:
@@ -111,6 +113,7 @@ class CalibrationServer:
         self.die_at: int | None = None
         self.request_log = open(config.request_log, "a", encoding="utf-8") if config.request_log else None  # noqa: SIM115
         self.timing_log = open(config.timing_log, "a", encoding="utf-8") if config.timing_log else None  # noqa: SIM115
+        self.priority = "default"
         self.ttft_ns = int(config.ttft_ms * 1e6)
         self.itl_ns = int(config.itl_ms * 1e6)
         _reduce_timer_slack()
@@ -324,6 +327,7 @@ class CalibrationServer:
                 self.open_streams, usage.ru_utime + usage.ru_stime, time.monotonic() - self.started_wall
             )
             stats["config"] = {k: v for k, v in vars(self.config).items() if k != "models"}
+            stats["priority"] = self.priority
             self._reply(conn, protocol.json_response(200, stats, close))
         elif path == "/calibration/request_ids" and method == "GET":
             self._reply(conn, protocol.json_response(200, self.stats.request_ids, close))
@@ -347,6 +351,8 @@ class CalibrationServer:
             self.request_log.flush()
         if config.die_after_s is not None and self.die_at is None:
             self.die_at = at + int(config.die_after_s * 1e9)
+        if config.die_after_requests is not None and self.stats.requests == config.die_after_requests:
+            self.die_at = at + 300_000_000
         try:
             body: dict[str, Any] = json.loads(raw)
         except ValueError as exc:
@@ -407,6 +413,24 @@ class CalibrationServer:
         self._schedule(stream.first_deadline, stream)
 
 
+def raise_priority() -> str:
+    """SCHED_FIFO priority 10 where permitted, else nice -10; returns what was applied.
+
+    The process sleeps between deadlines, so it takes little CPU; the kernel's RT throttling
+    (sched_rt_runtime_us) still bounds it if it ever spun.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(10))
+        return "SCHED_FIFO:10"
+    except (PermissionError, OSError, AttributeError):
+        pass
+    try:
+        os.nice(-10)
+        return "nice:-10"
+    except OSError:
+        return "default"
+
+
 def _reduce_timer_slack() -> None:
     """Ask for 1 ns timer slack (default 50 us) so ``select`` wakes close to its timeout."""
     try:
@@ -431,6 +455,8 @@ def _parse_args(argv: list[str] | None) -> ServerConfig:
     parser.add_argument(
         "--timing-log", default=None, help="per stream: id, receipt, first send, end (perf ns)"
     )
+    parser.add_argument("--die-after-requests", type=int, default=None)
+    parser.add_argument("--realtime", action="store_true", help="run with SCHED_FIFO (or nice -10) priority")
     args = parser.parse_args(argv)
     return ServerConfig(
         host=args.host,
@@ -444,11 +470,16 @@ def _parse_args(argv: list[str] | None) -> ServerConfig:
         die_after_s=args.die_after_s,
         request_log=args.request_log,
         timing_log=args.timing_log,
+        realtime=args.realtime,
+        die_after_requests=args.die_after_requests,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    server = CalibrationServer(_parse_args(argv))
+    config = _parse_args(argv)
+    priority = raise_priority() if config.realtime else "default"
+    server = CalibrationServer(config)
+    server.priority = priority
     print(f"calibration server listening on http://{server.config.host}:{server.port}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -1,0 +1,172 @@
+"""The instrument against programmed timing: closed loop at 1 and 64 streams, open-loop rate, 2 workers.
+
+Tolerances (stated in docs/loadgen.md):
+* medians of TTFT, ITL and E2E within 2 ms of the programmed values (100 ms, 10 ms, 290 ms);
+* p90 within 10 ms (this machine is shared: the generator can be descheduled past a token gap);
+* instrument error, measured first-token arrival minus the server's own send time of that token
+  (both CLOCK_MONOTONIC), p99 within 2 ms;
+* open loop: achieved send rate within 5 % of the target; master + 2 workers: every request the server
+  received appears in the merged records exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from loadgen.calibration.launch import calibration_server
+from loadgen.calibration.tasks import write_calibration_tasks
+from loadgen.profile import Profile, RunConfig
+from loadgen.records import read_records
+from loadgen.run import run_load
+
+pytestmark = pytest.mark.slow
+TTFT, ITL, TOKENS = 0.100, 0.010, 20
+E2E = TTFT + (TOKENS - 1) * ITL
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_calibration_tasks(
+        tmp_path_factory.mktemp("tasks"), per_language=2, languages=("en", "zh", "ar"), max_tokens=TOKENS
+    )
+
+
+def _config(url: str, tasks: Path, out: Path, profile: dict[str, Any]) -> RunConfig:
+    return RunConfig(
+        endpoint=url, tasks=tasks, models=["calib"], profile=Profile.model_validate(profile), out_dir=out
+    )
+
+
+def test_closed_loop_matches_the_program_at_1_and_64_streams(tasks: Path, tmp_path: Path) -> None:
+    timing_log = tmp_path / "server-timing.txt"
+    profile = {
+        "mode": "closed",
+        "stages": [
+            {"concurrency": 1, "warmup_s": 0.5, "measure_requests": 8, "cooldown_s": 0.2},
+            {"concurrency": 64, "warmup_s": 1.0, "measure_s": 3.0, "cooldown_s": 0.5},
+        ],
+        "slo": {"ttft_s": 0.15},
+        # SCHED_FIFO: other engineers' jobs share these 2 cores (run queues of 10-20 seen) and delay a
+        # normal process by up to 100 ms, far past a 10 ms token gap; what is tested is the instrument.
+        "generator": {"priority": "realtime"},
+    }
+    with calibration_server(
+        "--ttft-ms", "100", "--itl-ms", "10", "--realtime", "--timing-log", str(timing_log)
+    ) as server:
+        result = run_load(_config(server.url, tasks, tmp_path, profile))
+        server_stats = server.stats()
+    assert not result.warnings
+    c1, c64 = result.summary["stages"]
+    assert c1["counts"]["measure_by_status"]["ok"] == 8
+    assert c64["counts"]["measure_by_status"]["ok"] > 300
+    for stage in (c1, c64):
+        latency = stage["latency_s"]
+        assert (
+            sum(stage["counts"]["measure_by_status"].values()) == stage["counts"]["measure_by_status"]["ok"]
+        )
+        assert latency["ttft"]["p50"] == pytest.approx(TTFT, abs=0.002)
+        assert latency["itl"]["p50"] == pytest.approx(ITL, abs=0.002)
+        assert latency["e2e"]["p50"] == pytest.approx(E2E, abs=0.002)
+        assert latency["tpot"]["p50"] == pytest.approx(ITL, abs=0.001)
+        assert latency["ttft"]["p90"] < TTFT + 0.010
+        assert latency["e2e"]["p90"] < E2E + 0.010
+        assert stage["timing"]["kernel_timestamps_fraction"] == 1.0
+        assert stage["throughput"]["missing_usage"] == 0
+        for languages in stage["accuracy"].values():  # live grading: exact match of the programmed reply
+            assert all(row["accuracy"] == 1.0 for row in languages.values())
+    assert c64["throughput"]["output_tokens_per_s"] == pytest.approx(64 * TOKENS / E2E, rel=0.1)
+
+    # Instrument error: our first-token arrival against the server's own send of that token.
+    sent_by_server = {}
+    for line in timing_log.read_text().splitlines():
+        request_id, _received, first_sent, _end = line.split()
+        sent_by_server[request_id] = int(first_sent)
+    records = read_records(result.records_path)
+    errors = [
+        (r.first_token_ns - sent_by_server[r.request_id]) / 1e9
+        for r in records
+        if r.first_token_ns is not None and r.request_id in sent_by_server
+    ]
+    assert len(errors) == len(records)
+    assert float(np.percentile(errors, 50)) < 0.001
+    assert float(np.percentile(errors, 99)) < 0.002
+    assert min(errors) > -0.0005  # never before the server sent it
+    assert server_stats["first_token_lateness"]["p50_s"] < 0.001
+
+
+def test_open_loop_rate_and_schedule(tasks: Path, tmp_path: Path) -> None:
+    profile = {
+        "mode": "open",
+        "arrival": {"kind": "constant"},
+        "stages": [{"rate": 50, "warmup_s": 1.0, "measure_s": 4.0, "cooldown_s": 0.5}],
+        "request": {"max_tokens": 5},
+        "grading": {"enabled": False},
+        "seed": 3,
+    }
+    with calibration_server("--ttft-ms", "20", "--itl-ms", "5", "--realtime") as server:
+        result = run_load(_config(server.url, tasks, tmp_path, profile))
+    stage = result.summary["stages"][0]
+    assert abs(sum(stage["counts"]["measure_by_status"].values()) - 200) <= 1
+    assert stage["throughput"]["achieved_send_rate_per_s"] == pytest.approx(50, rel=0.05)
+    assert stage["throughput"]["requests_per_s"] == pytest.approx(50, rel=0.05)
+    assert stage["latency_s"]["schedule_lag"]["p50"] < 0.002
+    records = read_records(result.records_path)
+    assert all(r.scheduled_ns is not None and r.grade == "ungraded" for r in records)
+    offsets = sorted((r.scheduled_ns - min(x.scheduled_ns for x in records)) / 1e9 for r in records)  # type: ignore[operator]
+    assert np.diff(offsets) == pytest.approx(0.02, abs=1e-6)  # absolute schedule, no drift
+
+
+def test_master_and_two_workers_record_every_request_exactly_once(tasks: Path, tmp_path: Path) -> None:
+    request_log = tmp_path / "server-requests.txt"
+    profile = {
+        "mode": "open",
+        "arrival": {"kind": "poisson"},
+        "stages": [{"rate": 40, "warmup_s": 0.5, "measure_s": 3.0, "cooldown_s": 0.5}],
+        "request": {"max_tokens": 5},
+        "generator": {"workers": 2},
+    }
+    scraped: dict[str, str] = {}
+
+    def scrape(status: dict[str, Any]) -> None:
+        targets_file = tmp_path / str(status.get("run_id", "")) / "prometheus" / "loadgen_targets.json"
+        files = (
+            list(tmp_path.glob("*/prometheus/loadgen_targets.json"))
+            if not targets_file.is_file()
+            else [targets_file]
+        )
+        if not files or status.get("records", 0) < 20 or len(scraped) == 3:
+            return
+        for target in json.loads(files[0].read_text())[0]["targets"]:
+            try:
+                with urllib.request.urlopen(f"http://{target}/metrics", timeout=2) as reply:
+                    scraped[target] = reply.read().decode()
+            except OSError:
+                pass
+
+    with calibration_server(
+        "--ttft-ms", "20", "--itl-ms", "5", "--realtime", "--request-log", str(request_log)
+    ) as server:
+        result = run_load(_config(server.url, tasks, tmp_path, profile), progress=scrape)
+    records = read_records(result.records_path)
+    ids = [r.request_id for r in records]
+    received = [line for line in request_log.read_text().splitlines() if not line.startswith("calib-")]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(received)
+    by_worker = {w: sum(r.worker == w for r in records) for w in ("w0", "w1")}
+    assert min(by_worker.values()) > 0.35 * len(records)  # the rate is split across workers
+    raw = [
+        json.loads(line)["request_id"]
+        for path in (result.run_dir / "records").glob("w?.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert sorted(raw) == sorted(ids)
+    targets = json.loads((result.run_dir / "prometheus" / "loadgen_targets.json").read_text())[0]["targets"]
+    assert len(targets) == 3
+    worker_metrics = [text for text in scraped.values() if "m3bench_requests_total{" in text]
+    assert len(worker_metrics) >= 2
