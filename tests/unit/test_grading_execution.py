@@ -47,7 +47,7 @@ def test_helpers_from_the_prompt_are_available_to_the_answer() -> None:
 
 
 def test_verdicts_carry_reasons() -> None:
-    record = task(0, timeout_s=1.0)
+    record = task(0, timeout_s=2.0)
     cases = {
         "no code": ("Sorry, I cannot help.", "fail", "no code"),
         "syntax": ("```python\ndef has_close_elements(:\n```", "error", "does not load"),
@@ -66,7 +66,7 @@ def test_verdicts_carry_reasons() -> None:
             "fail",
             "not plain data",
         ),
-        "loop": (fenced("def has_close_elements(n, t):\n    while True:\n        pass"), "timeout", "1 s"),
+        "loop": (fenced("def has_close_elements(n, t):\n    while True:\n        pass"), "timeout", "2 s"),
     }
     for name, (answer, verdict, words) in cases.items():
         result = grade(record, answer)
