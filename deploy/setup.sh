@@ -27,8 +27,9 @@ stamp_inputs() {
 STAMP="$VENV/.m3bench-setup-$(stamp_inputs | sha256sum | cut -c1-16)"
 
 # 1. System packages (Debian): Prometheus + promtool, fonts for the task images, bubblewrap for the
-#    grader's sandbox, Chromium for the report screenshot test.
-APT_PKGS=(prometheus bubblewrap fonts-noto-core fonts-noto-cjk chromium)
+#    grader's sandbox, libraqm (Pillow's complex-script shaping: Arabic, Devanagari), Chromium for
+#    the report screenshot test.
+APT_PKGS=(prometheus bubblewrap libraqm0 fonts-noto-core fonts-noto-cjk chromium)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
