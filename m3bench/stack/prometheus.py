@@ -29,6 +29,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from dashboards import rules
+from loadgen.profile import Slo
+
 DEFAULT_BINARY = "/usr/bin/prometheus"
 RAY_SD_FILE = "prom_metrics_service_discovery.json"  # ray._private.ray_constants
 LOADGEN_SD_PATTERN = "loadgen*.json"
@@ -65,6 +68,12 @@ class PrometheusConfig(BaseModel):
     )
     rule_files: list[Path] = Field(default_factory=list, description="Extra rule files.")
     m3bench_rules: bool = Field(default=True, description="Load m3bench's generated recording/alert rules.")
+    rule_window: str = Field(
+        default="10s", pattern=r"^[0-9]+(ms|s|m|h)$", description="Rate window of the recording rules."
+    )
+    slo: Slo | None = Field(
+        default=None, description="SLOs for the goodput rule (default: dashboards.rules)."
+    )
     retention: str = "15d"
 
     def render(self, port: int, loadgen_sd_dir: Path, rule_files: list[Path]) -> str:
@@ -174,6 +183,17 @@ class PrometheusClient:
         params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
         return list(self._get("/api/v1/query_range", params)["result"])
 
+    def label_values(
+        self, label: str, match: str | None = None, start: float | None = None, end: float | None = None
+    ) -> list[str]:
+        """What Grafana's ``label_values(match, label)`` variable query lists."""
+        params = {"match[]": match} if match else {}
+        if start is not None:
+            params["start"] = f"{start:.3f}"
+        if end is not None:
+            params["end"] = f"{end:.3f}"
+        return [str(value) for value in self._get(f"/api/v1/label/{label}/values", params)]
+
     def targets(self) -> list[dict[str, Any]]:
         """Active scrape targets with their job, health and last error."""
         return list(self._get("/api/v1/targets", {"state": "active"})["activeTargets"])
@@ -275,7 +295,10 @@ class PrometheusServer:
         self.loadgen_sd_dir.mkdir(parents=True, exist_ok=True)
         rule_files = [p.resolve() for p in self.config.rule_files]
         if self.config.m3bench_rules:
-            rule_files += _write_m3bench_rules(self.config_dir / "rules")
+            settings = rules.RuleSettings(window=self.config.rule_window)
+            if self.config.slo is not None:
+                settings = rules.RuleSettings(window=self.config.rule_window, slo=self.config.slo)
+            rule_files += rules.write_rule_files(self.config_dir / "rules", settings)
         path = self.config_dir / "prometheus.yml"
         path.write_text(self.config.render(self.port, self.loadgen_sd_dir, rule_files), encoding="utf-8")
         return path
@@ -380,13 +403,3 @@ class PrometheusServer:
 
 def _retention(config: PrometheusConfig | Path) -> str:
     return config.retention if isinstance(config, PrometheusConfig) else "15d"
-
-
-def _write_m3bench_rules(directory: Path) -> list[Path]:
-    """The generated recording and alerting rules (dashboards.rules), written as files Prometheus loads."""
-    try:
-        from dashboards import rules  # noqa: PLC0415 - dashboards imports this module's constants
-    except ImportError:  # a partial source tree: run without m3bench's rules
-        return []
-    written: list[Path] = rules.write_rule_files(directory)
-    return written

@@ -1,0 +1,193 @@
+"""Prove dashboards and rules against a real Prometheus: every query returns data, and the data is sane.
+
+Grafana is not needed: ``panel_queries`` lists every target of every panel in the dashboard JSON,
+``expand`` substitutes the template variables as Grafana would, and each query runs through the HTTP API
+over a run's time range (range queries; instant ones at the end, with ``$__range`` = the run's length).
+``sanity`` checks what must hold whatever the load: p99 >= p90 >= p50, ratios in [0, 1], and the client's
+TTFT at least the engine's for the same model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dashboards import promql, rules
+from dashboards import server_metric_names as server
+from loadgen import metric_names as client
+
+RATIO_UNITS = {"percentunit"}
+EPSILON = 1e-9
+
+
+class Client(Protocol):
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]: ...
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    dashboard: str
+    panel: str
+    ref: str
+    expr: str
+    instant: bool
+    unit: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.dashboard} / {self.panel} / {self.ref}"
+
+
+@dataclass
+class Outcome:
+    name: str
+    expr: str
+    series: int
+    values: list[float]
+    problem: str | None = None
+
+
+def panel_queries(documents: Mapping[str, dict[str, Any]]) -> list[PanelQuery]:
+    found = []
+    for uid, document in documents.items():
+        for panel in _panels(document):
+            unit = str(panel.get("fieldConfig", {}).get("defaults", {}).get("unit", ""))
+            for target in panel.get("targets", []):
+                found.append(
+                    PanelQuery(uid, panel["title"], target["refId"], target["expr"], bool(target.get("instant")), unit)
+                )
+    return found
+
+
+def variable_queries(documents: Mapping[str, dict[str, Any]]) -> dict[str, str]:
+    """name -> ``label_values(...)`` query, the same in every dashboard (else ValueError)."""
+    queries: dict[str, str] = {}
+    for document in documents.values():
+        for variable in document.get("templating", {}).get("list", []):
+            if variable.get("type") != "query":
+                continue
+            if queries.setdefault(variable["name"], variable["query"]) != variable["query"]:
+                raise ValueError(f"variable {variable['name']} differs between dashboards")
+    return queries
+
+
+def _panels(document: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    for panel in document.get("panels", []):
+        if panel.get("type") == "row":
+            yield from panel.get("panels", [])
+        else:
+            yield panel
+
+
+def _finite(result: list[dict[str, Any]]) -> list[float]:
+    values = []
+    for series in result:
+        samples = series.get("values") or [series.get("value")]
+        values += [float(v) for _, v in samples if math.isfinite(float(v))]
+    return values
+
+
+def run_query(
+    prometheus: Client, expr: str, instant: bool, start: float, end: float, step: float
+) -> list[dict[str, Any]]:
+    if instant:
+        return prometheus.query(expr, at=end)
+    return prometheus.query_range(expr, start, end, step)
+
+
+def check_panels(
+    prometheus: Client,
+    documents: Mapping[str, dict[str, Any]],
+    variables: Mapping[str, str],
+    start: float,
+    end: float,
+    step: float = 2.0,
+) -> list[Outcome]:
+    """Run every panel query over [start, end]; an outcome's ``problem`` says what is wrong, if anything."""
+    values = {"__range": f"{math.ceil(end - start)}s", "__interval": f"{step:g}s", **variables}
+    outcomes = []
+    for query in panel_queries(documents):
+        expr = promql.expand(query.expr, values)
+        result = run_query(prometheus, expr, query.instant, start, end, step)
+        numbers = _finite(result)
+        outcome = Outcome(query.where, expr, len(result), numbers)
+        if not numbers:
+            outcome.problem = "no data"
+        elif min(numbers) < -EPSILON:
+            outcome.problem = f"negative value {min(numbers)}"
+        elif query.unit in RATIO_UNITS and max(numbers) > 1 + EPSILON:
+            outcome.problem = f"ratio above 1: {max(numbers)}"
+        outcomes.append(outcome)
+    return outcomes
+
+
+def check_rules(prometheus: Client, start: float, end: float, step: float = 2.0) -> list[Outcome]:
+    """Every recording rule has data in [start, end]; ratios stay within [0, 1]."""
+    outcomes = []
+    for name in sorted(rules.recorded_names()):
+        numbers = _finite(prometheus.query_range(name, start, end, step))
+        outcome = Outcome(name, name, len(numbers), numbers)
+        if not numbers:
+            outcome.problem = "no data"
+        elif name.endswith(":ratio") and not all(-EPSILON <= v <= 1 + EPSILON for v in numbers):
+            outcome.problem = f"ratio outside [0, 1]: {min(numbers)}..{max(numbers)}"
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _by_labels(result: list[dict[str, Any]]) -> dict[tuple[tuple[str, str], ...], dict[float, float]]:
+    table = {}
+    for series in result:
+        labels = tuple(sorted((k, v) for k, v in series["metric"].items() if k != "__name__"))
+        table[labels] = {float(t): float(v) for t, v in series["values"] if math.isfinite(float(v))}
+    return table
+
+
+def quantile_order(prometheus: Client, start: float, end: float, step: float = 2.0) -> list[str]:
+    """p50 <= p90 <= p99 at every instant, per series, for every latency rule on both sides."""
+    problems = []
+    metrics: list[tuple[str, Any]] = [(s.name, lambda op, s=s: rules.client_record(s, op)) for s in rules.CLIENT_LATENCIES]
+    metrics += [(m.name, lambda op, m=m: rules.server_record(m, op)) for m in rules.SERVER_LATENCIES]
+    for name, record in metrics:
+        tables = [
+            _by_labels(prometheus.query_range(record(promql.quantile_suffix(q)), start, end, step))
+            for q in rules.QUANTILES
+        ]
+        for labels, lower in tables[0].items():
+            for higher_table in tables[1:]:
+                higher = higher_table.get(labels, {})
+                for t, value in lower.items():
+                    if t in higher and higher[t] < value - EPSILON:
+                        problems.append(f"{name} {dict(labels)} at {t}: higher quantile {higher[t]} < {value}")
+                lower = higher
+    return problems
+
+
+def client_vs_server_ttft(
+    prometheus: Client, run_selector: str, start: float, end: float, tolerance_s: float = 0.005
+) -> dict[str, tuple[float, float]]:
+    """Mean TTFT per model over the run, client and engine: {model: (client, server)}; the client's must
+    not be below the engine's by more than ``tolerance_s`` (raises AssertionError with both values)."""
+    window = f"{math.ceil(end - start)}s"
+
+    def mean(sum_series: str, count_series: str, by: str, where: str) -> dict[str, float]:
+        expr = (
+            f"sum by ({by}) (increase({sum_series}{where}[{window}])) / "
+            f"sum by ({by}) (increase({count_series}{where}[{window}]))"
+        )
+        return {r["metric"][by]: float(r["value"][1]) for r in prometheus.query(expr, at=end)}
+
+    measured = mean(f"{client.TTFT.name}_sum", f"{client.TTFT.name}_count", "model", run_selector)
+    engine = mean(f"{server.TTFT.name}_sum", f"{server.TTFT.name}_count", server.MODEL_LABEL, "")
+    pairs = {model: (value, engine[model]) for model, value in measured.items() if model in engine}
+    for model, (client_s, server_s) in pairs.items():
+        if not client_s >= server_s - tolerance_s:
+            raise AssertionError(f"{model}: client mean TTFT {client_s:.4f} s < engine's {server_s:.4f} s")
+    return pairs
+
+
+def failures(outcomes: Iterable[Outcome]) -> list[str]:
+    return [f"{o.name}: {o.problem} [{o.expr}]" for o in outcomes if o.problem]
