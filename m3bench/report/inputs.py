@@ -1,0 +1,140 @@
+"""The report's input contract: ``RESULTS_DIR/index.json`` plus the load-generator run dirs it names.
+
+The index says what each sweep *was* (model, quantization, family, replicas, accelerator, price) and where
+its run directory lies; everything measured is derived from the run directories (records.jsonl first of
+all), so a report can be re-rendered from saved files alone. The orchestration that runs the sweeps
+(``m3bench demo``) writes the index; docs/report.md documents every field.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+INDEX_FILE = "index.json"
+INDEX_SCHEMA_VERSION: Literal[1] = 1
+
+
+class ReportError(Exception):
+    """Input the user must fix (missing or malformed index, run dir, options); the CLI prints one line."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SweepEntry(_Model):
+    """One load sweep (one load-generator run, or one model's share of it) against a fixed deployment."""
+
+    name: str | None = Field(
+        default=None, description="Unique label in the report; default '<model> x<replicas>'."
+    )
+    model: str = Field(min_length=1, description="Model id as the report shows it (catalog name).")
+    served_name: str | None = Field(
+        default=None, description="The model name in the run's records (default: model)."
+    )
+    quantization: Literal["awq", "gptq", "none"]
+    family: str = Field(min_length=1, description="Model family, e.g. llava, qwen2-vl.")
+    replicas: int = Field(ge=1, description="Serving replicas behind the endpoint during this sweep.")
+    accelerator: str = Field(min_length=1, description="What one replica runs on, e.g. 'cpu-2core', 'H200'.")
+    accelerators_per_replica: float = Field(default=1.0, gt=0)
+    price_per_accelerator_hour: float | None = Field(
+        default=None, ge=0, description="USD; default: the report's --price-per-hour."
+    )
+    run_dir: str = Field(min_length=1, description="Load-generator run directory, relative to RESULTS_DIR.")
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.model} x{self.replicas}"
+
+    @property
+    def record_model(self) -> str:
+        return self.served_name or self.model
+
+
+class RunMetadata(_Model):
+    run_id: str = Field(min_length=1)
+    started: datetime
+    ended: datetime | None = None
+    versions: dict[str, str | None] = Field(
+        default_factory=dict, description="m3bench, vllm, ray, torch, ... as resolved at run time."
+    )
+    catalog: str | None = Field(default=None, description="Model catalog used (name or path).")
+    stream_batching_interval_s: float | None = Field(
+        default=None, ge=0, description="Ray Serve stream batching interval; ITL is measured over chunks."
+    )
+    machine: str | dict[str, Any] = Field(description="Where the servers ran: a line or a mapping.")
+    notes: list[str] = Field(default_factory=list)
+
+
+class ResultsIndex(_Model):
+    schema_version: Literal[1] = INDEX_SCHEMA_VERSION
+    run: RunMetadata
+    sweeps: list[SweepEntry] = Field(min_length=1)
+    prometheus_window: str | None = Field(
+        default="prometheus_window.json", description="Saved Prometheus time range of the run (if present)."
+    )
+    panels_dir: str | None = Field(
+        default="panels", description="Directory of PNG dashboard-panel renders to embed (if present)."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> ResultsIndex:
+        labels = [sweep.label for sweep in self.sweeps]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"sweep labels must be unique (set 'name'): {', '.join(duplicates)}")
+        return self
+
+
+def _one_line(exc: ValidationError, where: Path) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"]) or "index"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"invalid {where}: {location}: {message}{more}"
+
+
+def _inside(results_dir: Path, relative: str, what: str) -> Path:
+    path = (results_dir / relative).resolve()
+    if not path.is_relative_to(results_dir.resolve()):
+        raise ReportError(f"{what} {relative!r} lies outside {results_dir}")
+    return path
+
+
+def load_index(results_dir: Path) -> ResultsIndex:
+    """The validated index of ``results_dir``; every run dir it names must hold a records.jsonl."""
+    if not results_dir.is_dir():
+        raise ReportError(f"results directory {results_dir} does not exist")
+    path = results_dir / INDEX_FILE
+    if not path.is_file():
+        raise ReportError(f"{path} is missing: the results directory needs an index (see docs/report.md)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ReportError(f"{path} is not valid JSON: {str(exc).splitlines()[0]}") from None
+    try:
+        index = ResultsIndex.model_validate(data)
+    except ValidationError as exc:
+        raise ReportError(_one_line(exc, path)) from None
+    for sweep in index.sweeps:
+        records = run_dir(results_dir, sweep) / "records.jsonl"
+        if not records.is_file():
+            raise ReportError(f"sweep {sweep.label!r}: {records} is missing")
+    return index
+
+
+def run_dir(results_dir: Path, sweep: SweepEntry) -> Path:
+    return _inside(results_dir, sweep.run_dir, f"sweep {sweep.label!r} run_dir")
+
+
+def optional_path(results_dir: Path, relative: str | None, what: str) -> Path | None:
+    """An optional file or directory named by the index, or None when absent on disk."""
+    if relative is None:
+        return None
+    path = _inside(results_dir, relative, what)
+    return path if path.exists() else None
