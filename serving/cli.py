@@ -1,0 +1,192 @@
+"""``m3bench serve``: bring a catalog's models up on Ray Serve, show them, take them down, and write
+the KubeRay manifest of the same catalog."""
+
+# ruff: noqa: PLC0415 - commands import what they need so `m3bench --help` stays fast
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+try:  # typer >= 0.20 vendors click; m3bench.cli:main turns its exceptions into one line
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on real click
+    from click import ClickException  # type: ignore[assignment]
+
+app = typer.Typer(no_args_is_help=True)
+err = Console(stderr=True)
+
+CatalogOpt = Annotated[Path, typer.Option("--catalog", "-c", help="Catalog YAML (deploy/models/*.yaml).")]
+OnlyOpt = Annotated[list[str] | None, typer.Option("--only", help="Serve only these model ids (repeatable).")]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Where the stack's state lives (default $M3BENCH_CACHE/serve)."),
+]
+
+
+def _fail(message: str) -> NoReturn:
+    raise ClickException(" ".join(message.split()))
+
+
+def _progress(message: str) -> None:
+    err.print(f"[bold]serve[/]: {message}", highlight=False)
+
+
+def _resources(text: str | None) -> dict[str, float]:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError
+        return {str(k): float(v) for k, v in data.items()}
+    except (ValueError, TypeError):
+        raise typer.BadParameter(f"--node-resources wants a JSON object of numbers, got {text!r}") from None
+
+
+@app.command()
+def up(  # noqa: PLR0917 - Typer maps parameters to options
+    catalog: CatalogOpt,
+    only: OnlyOpt = None,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Use this running Ray cluster (host:port) instead of starting one."),
+    ] = None,
+    http_port: Annotated[int, typer.Option(help="Serve's HTTP port (127.0.0.1).")] = 8000,
+    port_base: Annotated[int, typer.Option(help="First of the local Ray cluster's fixed ports.")] = 26300,
+    nodes: Annotated[int, typer.Option(min=1, max=8, help="Nodes of the local cluster, head included.")] = 1,
+    cpus_per_node: Annotated[
+        int | None, typer.Option(min=1, help="Logical CPUs per node (default: what the catalog needs).")
+    ] = None,
+    node_resources: Annotated[
+        str | None, typer.Option(help="Custom resources on every node, JSON, e.g. '{\"replica_slot\": 1}'.")
+    ] = None,
+    state_dir: StateOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every replica.")] = 900.0,
+) -> None:
+    """Start Ray (or use --address), deploy every catalog model, wait for them, print the endpoint."""
+    from serving.catalog import CatalogError
+    from serving.stack import ClusterError, PortInUseError, PortPlan, ServeError, ServeStack, StackConfig
+
+    try:
+        config = StackConfig(
+            address=address,
+            ports=PortPlan(base=port_base, http=http_port),
+            nodes=nodes,
+            cpus_per_node=cpus_per_node,
+            node_resources=_resources(node_resources),
+            state_dir=state_dir,
+            ready_timeout_s=timeout,
+        )
+        stack = ServeStack(catalog, only=only, config=config, progress=_progress)
+        state = stack.up()
+    except (CatalogError, ServeError, ClusterError, PortInUseError, ValueError) as e:
+        _fail(str(e))
+    print(state.endpoint)
+
+
+@app.command()
+def status(
+    state_dir: StateOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state and health as JSON.")] = False,
+) -> None:
+    """Show the stack ``up`` started: endpoint, models, cluster, health. Exit 1 when none is up."""
+    from serving.stack import StackState, default_state_dir
+    from serving.stack.health import health
+
+    where = state_dir or default_state_dir()
+    state = StackState.load(where)
+    if state is None:
+        err.print(f"no stack is up (no state in {where})")
+        raise typer.Exit(1)
+    report = health(state)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_status(report)
+    raise typer.Exit(0 if report["healthy"] else 1)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    table = Table("", "", show_header=False, box=None)
+    for key in ("endpoint", "catalog", "models", "ray_address", "dashboard", "cluster", "healthy"):
+        value = report.get(key)
+        table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    for name, deployment in sorted(report.get("deployments", {}).items()):
+        table.add_row(name, deployment)
+    if report.get("problem"):
+        table.add_row("problem", str(report["problem"]))
+    Console().print(table)
+
+
+@app.command()
+def down(
+    state_dir: StateOpt = None,
+    catalog: Annotated[
+        Path | None,
+        typer.Option("--catalog", "-c", help="Refuse unless the running stack serves this catalog."),
+    ] = None,
+) -> None:
+    """Stop what ``up`` started: its own Ray cluster, or only its applications on an existing cluster."""
+    from serving.stack import StackState, default_state_dir, stop_stack
+
+    where = state_dir or default_state_dir()
+    state = StackState.load(where)
+    if state is None:
+        err.print(f"nothing to stop (no state in {where})")
+        return
+    if catalog is not None and state.catalog_file != str(catalog.resolve()):
+        _fail(f"the running stack serves {state.catalog_file}, not {catalog}; leave out --catalog to stop it")
+    stop_stack(state, where, _progress)
+
+
+@app.command()
+def check(catalog: CatalogOpt, only: OnlyOpt = None) -> None:
+    """Validate a catalog: fields, sources (building embedded models) and every vLLM engine argument."""
+    from serving.app import engine_arguments, resolve_models
+    from serving.catalog import CatalogError, load_catalog
+
+    try:
+        loaded = load_catalog(catalog).select(only)
+        models = resolve_models(loaded, catalog.resolve().parent, build=True)
+        for model in models:
+            try:
+                engine_arguments(loaded, model)
+            except ValueError as e:
+                raise CatalogError(f"model {model.entry.id!r}: {str(e).splitlines()[0]}") from None
+    except CatalogError as e:
+        _fail(str(e))
+    for model in models:
+        print(f"{model.entry.id}: {model.source.kind} {model.source.location}")
+
+
+@app.command()
+def kuberay(  # noqa: PLR0917
+    catalog: CatalogOpt,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the manifest here (default: stdout).")
+    ] = None,
+    only: OnlyOpt = None,
+    name: Annotated[str | None, typer.Option(help="RayService name (default: m3bench-<catalog>).")] = None,
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "default",
+    image: Annotated[str | None, typer.Option(help="Container image with Ray Serve LLM and vLLM.")] = None,
+) -> None:
+    """Write a KubeRay RayService for the catalog, validated against the RayService CRD schema."""
+    from serving.catalog import CatalogError, load_catalog
+    from serving.kuberay import DEFAULT_IMAGE, KubeRayError, render_manifest
+
+    try:
+        loaded = load_catalog(catalog).select(only)
+        text = render_manifest(loaded, name=name, namespace=namespace, image=image or DEFAULT_IMAGE)
+    except (CatalogError, KubeRayError) as e:
+        _fail(str(e))
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text, encoding="utf-8")
+        err.print(f"wrote {out}")

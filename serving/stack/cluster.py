@@ -1,0 +1,207 @@
+"""A Ray cluster on this machine that m3bench starts and stops itself: a head and optional worker
+nodes, each its own ``ray start`` with its own logical resources, all under one temp dir and one port
+block (:mod:`serving.stack.ports`).
+
+Stopping never uses ``ray stop``: that ends every Ray process of the user on the machine, including
+other people's clusters. :meth:`LocalRayCluster.stop` ends exactly the processes of this cluster: those
+whose command line names its temp dir, those carrying its marker in their environment (every process
+``ray start`` spawns inherits it, vLLM engine processes included), and all their descendants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from serving.stack.ports import PortPlan
+
+MARKER_ENV = "M3BENCH_RAY_CLUSTER"
+OBJECT_STORE_BYTES = 512 * 1024 * 1024  # Serve moves small chunks; Ray's default takes 30% of RAM
+SERVICE_DISCOVERY_FILE = "prom_metrics_service_discovery.json"
+Progress = Callable[[str], None]
+
+
+class ClusterError(RuntimeError):
+    """The local Ray cluster could not start; the message says why and where the logs are."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node's logical resources: Ray schedules by these, not by the machine's cores."""
+
+    cpus: int
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+def ray_command() -> list[str]:
+    script = Path(sys.executable).with_name("ray")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+@dataclass
+class LocalRayCluster:
+    temp_dir: Path
+    ports: PortPlan
+    nodes: list[NodeSpec]
+    cluster_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ValueError("a cluster needs at least its head node")
+        # Unix socket paths under <temp>/session_<date>_<pid>/sockets/ must stay below 108 bytes.
+        if len(str(self.temp_dir)) > 40:
+            raise ValueError(
+                f"Ray temp dir {self.temp_dir} is too long for Ray's socket paths (max 40 chars)"
+            )
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.ports.gcs}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.dashboard}"
+
+    @property
+    def service_discovery_file(self) -> Path:
+        """Ray's Prometheus file_sd list (a link to the current session's copy)."""
+        return self.temp_dir / SERVICE_DISCOVERY_FILE
+
+    @property
+    def metrics_ports(self) -> list[int]:
+        return [self.ports.node(i).metrics_export for i in range(len(self.nodes))]
+
+    def start(self, progress: Progress | None = None) -> None:
+        """Start the head, then each worker node; on any failure stop what started and raise."""
+        say = progress or (lambda _m: None)
+        self.ports.check_free(len(self.nodes), include_http=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for index, node in enumerate(self.nodes):
+                where = "head" if index == 0 else f"worker node {index}"
+                say(f"starting Ray {where} ({node.cpus} logical CPUs{_resources_text(node)})")
+                self._ray_start(index, node)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ray_start(self, index: int, node: NodeSpec) -> None:
+        cmd = [*ray_command(), "start", f"--num-cpus={node.cpus}", "--num-gpus=0"]
+        cmd += [f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats"]
+        if node.resources:
+            cmd.append(f"--resources={json.dumps(node.resources)}")
+        if index == 0:
+            cmd += ["--head", f"--temp-dir={self.temp_dir}", "--include-dashboard=true"]
+            cmd += ["--dashboard-host=127.0.0.1", *self.ports.head_args()]
+        else:
+            cmd.append(f"--address={self.address}")
+        cmd += self.ports.node(index).start_args()
+        env = {**os.environ, MARKER_ENV: self.cluster_id, "RAY_USAGE_STATS_ENABLED": "0"}
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+        except subprocess.TimeoutExpired:
+            raise ClusterError(
+                f"`ray start` for node {index} did not finish in 240 s; logs: {self.logs_dir}"
+            ) from None
+        if done.returncode != 0:
+            lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+            detail = next((ln for ln in reversed(lines) if "rror" in ln), lines[-1] if lines else "no output")
+            raise ClusterError(f"`ray start` for node {index} failed: {detail[:300]}; logs: {self.logs_dir}")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.temp_dir / "session_latest" / "logs"
+
+    def processes(self) -> list[psutil.Process]:
+        return cluster_processes(self.temp_dir, self.cluster_id)
+
+    def is_running(self) -> bool:
+        return bool(self.processes())
+
+    def stop(self, grace_s: float = 10.0) -> int:
+        """End every process of this cluster (SIGTERM, then SIGKILL after ``grace_s``); the count."""
+        return end_processes(self.processes(), grace_s)
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "temp_dir": str(self.temp_dir),
+            "port_base": self.ports.base,
+            "http_port": self.ports.http,
+            "cluster_id": self.cluster_id,
+            "nodes": [asdict(n) for n in self.nodes],
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> LocalRayCluster:
+        return cls(
+            temp_dir=Path(data["temp_dir"]),
+            ports=PortPlan(base=int(data["port_base"]), http=int(data["http_port"])),
+            nodes=[NodeSpec(int(n["cpus"]), dict(n["resources"])) for n in data["nodes"]],
+            cluster_id=str(data["cluster_id"]),
+        )
+
+
+def _resources_text(node: NodeSpec) -> str:
+    return "".join(f", {k}={v:g}" for k, v in sorted(node.resources.items()))
+
+
+def _names_dir(arguments: list[str], directory: str) -> bool:
+    return any(a == directory or a.endswith("=" + directory) or directory + "/" in a for a in arguments)
+
+
+def _has_marker(process: psutil.Process, cluster_id: str) -> bool:
+    try:
+        return bool(process.environ().get(MARKER_ENV) == cluster_id)
+    except (psutil.Error, OSError):
+        return False
+
+
+def cluster_processes(temp_dir: Path, cluster_id: str) -> list[psutil.Process]:
+    """The processes of one local cluster and all their descendants (never this process)."""
+    me = os.getpid()
+    directory = str(temp_dir)
+    roots: list[psutil.Process] = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.pid == me:
+            continue
+        arguments = process.info.get("cmdline") or []
+        if _names_dir(arguments, directory) or _has_marker(process, cluster_id):
+            roots.append(process)
+    found = {p.pid: p for p in roots}
+    for root in roots:
+        try:
+            for child in root.children(recursive=True):
+                found.setdefault(child.pid, child)
+        except psutil.Error:
+            continue
+    found.pop(me, None)
+    return list(found.values())
+
+
+def end_processes(processes: list[psutil.Process], grace_s: float) -> int:
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(alive, timeout=5)
+    return len(processes)
