@@ -21,10 +21,12 @@ MERGE = model.DataTransformerConfig(id_val="merge", options={})
 
 
 def _over_range_quantile(q: float, spec: client.MetricSpec) -> str:
-    """Quantile over the whole selected time range (the run), from the histogram's bucket increases."""
+    """Quantile over each run up to the end of the range. Each generator process's counters start at 0
+    with its run, so the last value is the run's total; ``increase()`` would drop what the first scrape
+    already found."""
     return (
         f"histogram_quantile({q:g}, sum by ({BY_LANGUAGE}, le) "
-        f"(increase({spec.name}_bucket{run_model_language()}[$__range])))"
+        f"(last_over_time({spec.name}_bucket{run_model_language()}[$__range])))"
     )
 
 
@@ -34,7 +36,10 @@ def comparison_queries() -> list[Q]:
         Q(f"last_over_time({rules.ACCURACY_BY_LANGUAGE}{run_model_language()}[$__range])", instant=True),
         Q(_over_range_quantile(0.99, client.E2E), instant=True),
         Q(_over_range_quantile(0.99, client.TTFT), instant=True),
-        Q(f"sum by ({BY_LANGUAGE}) (increase({REQUESTS}{run_model_language()}[$__range]))", instant=True),
+        Q(
+            f"sum by ({BY_LANGUAGE}) (last_over_time({REQUESTS}{run_model_language()}[$__range]))",
+            instant=True,
+        ),
     ]
 
 
@@ -49,7 +54,7 @@ def build() -> sdk.Dashboard:
         xychart.Panel()
         .title("Accuracy vs p99 E2E latency (per model and language)")
         .description(
-            "One point per model and language over the selected range: x = p99 end-to-end latency (s), "
+            "One point per model and language, each run up to the end of the range: x = p99 E2E latency (s), "
             "y = accuracy = pass / graded (graded = pass + fail + error + timeout)."
         )
         .span(12)
@@ -63,7 +68,9 @@ def build() -> sdk.Dashboard:
     grid = (
         table.Panel()
         .title("Per model and language")
-        .description("A: accuracy, B: p99 E2E (s), C: p99 TTFT (s), D: requests finished in the range.")
+        .description(
+            "A: accuracy, B: p99 E2E (s), C: p99 TTFT (s), D: requests; each run up to the range's end."
+        )
         .show_header(True)
         .span(12)
         .height(10)

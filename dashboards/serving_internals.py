@@ -55,9 +55,16 @@ def build() -> sdk.Dashboard:
     board = board.with_panel(
         timeseries(
             "Preemptions/s",
-            server.PREEMPTIONS.help,
+            f"{server.PREEMPTIONS.help} 0 until an engine first preempts (Ray exports counters after that).",
             "short",
-            [Q(_rate(server.PREEMPTIONS, server.MODEL_LABEL), f"{{{{{server.MODEL_LABEL}}}}}")],
+            [
+                # Ray exports a counter only after its first increment: 0 until the first preemption
+                Q(
+                    f"{_rate(server.PREEMPTIONS, server.MODEL_LABEL)} or "
+                    f"0 * sum by ({server.MODEL_LABEL}) ({server.RUNNING.name}{VLLM})",
+                    f"{{{{{server.MODEL_LABEL}}}}}",
+                )
+            ],
             width=8,
         )
     )

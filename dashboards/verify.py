@@ -3,20 +3,19 @@
 Grafana is not needed: ``panel_queries`` lists every target of every panel in the dashboard JSON,
 ``expand`` substitutes the template variables as Grafana would, and each query runs through the HTTP API
 over a run's time range (range queries; instant ones at the end, with ``$__range`` = the run's length).
-``sanity`` checks what must hold whatever the load: p99 >= p90 >= p50, ratios in [0, 1], and the client's
-TTFT at least the engine's for the same model.
+Sanity checks hold whatever the load: p99 >= p90 >= p50 (``quantile_order``), ratios in [0, 1], no
+negative rates; ``dashboards.compare`` checks the client's TTFT against the engine's.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dashboards import promql, rules
-from dashboards import server_metric_names as server
-from loadgen import metric_names as client
 
 RATIO_UNITS = {"percentunit"}
 EPSILON = 1e-9
@@ -41,6 +40,24 @@ class PanelQuery:
         return f"{self.dashboard} / {self.panel} / {self.ref}"
 
 
+@dataclass(frozen=True)
+class Window:
+    """A run's time range, the range-query step, and the template variables' values."""
+
+    start: float
+    end: float
+    variables: Mapping[str, str] = field(default_factory=dict)
+    step: float = 2.0
+
+    @property
+    def range(self) -> str:
+        return f"{math.ceil(self.end - self.start)}s"
+
+    def values(self) -> dict[str, str]:
+        """Grafana's built-in variables for this range, then the template variables."""
+        return {"__range": self.range, "__interval": f"{self.step:g}s", **self.variables}
+
+
 @dataclass
 class Outcome:
     name: str
@@ -57,7 +74,14 @@ def panel_queries(documents: Mapping[str, dict[str, Any]]) -> list[PanelQuery]:
             unit = str(panel.get("fieldConfig", {}).get("defaults", {}).get("unit", ""))
             for target in panel.get("targets", []):
                 found.append(
-                    PanelQuery(uid, panel["title"], target["refId"], target["expr"], bool(target.get("instant")), unit)
+                    PanelQuery(
+                        uid,
+                        panel["title"],
+                        target["refId"],
+                        target["expr"],
+                        bool(target.get("instant")),
+                        unit,
+                    )
                 )
     return found
 
@@ -90,28 +114,22 @@ def _finite(result: list[dict[str, Any]]) -> list[float]:
     return values
 
 
-def run_query(
-    prometheus: Client, expr: str, instant: bool, start: float, end: float, step: float
-) -> list[dict[str, Any]]:
+def run_query(prometheus: Client, expr: str, instant: bool, window: Window) -> list[dict[str, Any]]:
+    """As Grafana runs a target: instant ones at the end of the range, the others over it."""
     if instant:
-        return prometheus.query(expr, at=end)
-    return prometheus.query_range(expr, start, end, step)
+        return prometheus.query(expr, at=window.end)
+    return prometheus.query_range(expr, window.start, window.end, window.step)
 
 
 def check_panels(
-    prometheus: Client,
-    documents: Mapping[str, dict[str, Any]],
-    variables: Mapping[str, str],
-    start: float,
-    end: float,
-    step: float = 2.0,
+    prometheus: Client, documents: Mapping[str, dict[str, Any]], window: Window
 ) -> list[Outcome]:
-    """Run every panel query over [start, end]; an outcome's ``problem`` says what is wrong, if anything."""
-    values = {"__range": f"{math.ceil(end - start)}s", "__interval": f"{step:g}s", **variables}
+    """Run every panel query over the window; an outcome's ``problem`` says what is wrong, if anything."""
+    values = window.values()
     outcomes = []
     for query in panel_queries(documents):
         expr = promql.expand(query.expr, values)
-        result = run_query(prometheus, expr, query.instant, start, end, step)
+        result = run_query(prometheus, expr, query.instant, window)
         numbers = _finite(result)
         outcome = Outcome(query.where, expr, len(result), numbers)
         if not numbers:
@@ -124,11 +142,11 @@ def check_panels(
     return outcomes
 
 
-def check_rules(prometheus: Client, start: float, end: float, step: float = 2.0) -> list[Outcome]:
-    """Every recording rule has data in [start, end]; ratios stay within [0, 1]."""
+def check_rules(prometheus: Client, window: Window) -> list[Outcome]:
+    """Every recording rule has data in the window; ratios stay within [0, 1]."""
     outcomes = []
     for name in sorted(rules.recorded_names()):
-        numbers = _finite(prometheus.query_range(name, start, end, step))
+        numbers = _finite(prometheus.query_range(name, window.start, window.end, window.step))
         outcome = Outcome(name, name, len(numbers), numbers)
         if not numbers:
             outcome.problem = "no data"
@@ -146,47 +164,31 @@ def _by_labels(result: list[dict[str, Any]]) -> dict[tuple[tuple[str, str], ...]
     return table
 
 
-def quantile_order(prometheus: Client, start: float, end: float, step: float = 2.0) -> list[str]:
+def quantile_order(prometheus: Client, window: Window) -> list[str]:
     """p50 <= p90 <= p99 at every instant, per series, for every latency rule on both sides."""
     problems = []
-    metrics: list[tuple[str, Any]] = [(s.name, lambda op, s=s: rules.client_record(s, op)) for s in rules.CLIENT_LATENCIES]
+    metrics: list[tuple[str, Any]] = [
+        (s.name, lambda op, s=s: rules.client_record(s, op)) for s in rules.CLIENT_LATENCIES
+    ]
     metrics += [(m.name, lambda op, m=m: rules.server_record(m, op)) for m in rules.SERVER_LATENCIES]
     for name, record in metrics:
         tables = [
-            _by_labels(prometheus.query_range(record(promql.quantile_suffix(q)), start, end, step))
+            _by_labels(
+                prometheus.query_range(
+                    record(promql.quantile_suffix(q)), window.start, window.end, window.step
+                )
+            )
             for q in rules.QUANTILES
         ]
-        for labels, lower in tables[0].items():
-            for higher_table in tables[1:]:
-                higher = higher_table.get(labels, {})
+        for labels in tables[0]:
+            for low_table, high_table in itertools.pairwise(tables):
+                lower, higher = low_table.get(labels, {}), high_table.get(labels, {})
                 for t, value in lower.items():
                     if t in higher and higher[t] < value - EPSILON:
-                        problems.append(f"{name} {dict(labels)} at {t}: higher quantile {higher[t]} < {value}")
-                lower = higher
+                        problems.append(
+                            f"{name} {dict(labels)} at {t}: higher quantile {higher[t]} < {value}"
+                        )
     return problems
-
-
-def client_vs_server_ttft(
-    prometheus: Client, run_selector: str, start: float, end: float, tolerance_s: float = 0.005
-) -> dict[str, tuple[float, float]]:
-    """Mean TTFT per model over the run, client and engine: {model: (client, server)}; the client's must
-    not be below the engine's by more than ``tolerance_s`` (raises AssertionError with both values)."""
-    window = f"{math.ceil(end - start)}s"
-
-    def mean(sum_series: str, count_series: str, by: str, where: str) -> dict[str, float]:
-        expr = (
-            f"sum by ({by}) (increase({sum_series}{where}[{window}])) / "
-            f"sum by ({by}) (increase({count_series}{where}[{window}]))"
-        )
-        return {r["metric"][by]: float(r["value"][1]) for r in prometheus.query(expr, at=end)}
-
-    measured = mean(f"{client.TTFT.name}_sum", f"{client.TTFT.name}_count", "model", run_selector)
-    engine = mean(f"{server.TTFT.name}_sum", f"{server.TTFT.name}_count", server.MODEL_LABEL, "")
-    pairs = {model: (value, engine[model]) for model, value in measured.items() if model in engine}
-    for model, (client_s, server_s) in pairs.items():
-        if not client_s >= server_s - tolerance_s:
-            raise AssertionError(f"{model}: client mean TTFT {client_s:.4f} s < engine's {server_s:.4f} s")
-    return pairs
 
 
 def failures(outcomes: Iterable[Outcome]) -> list[str]:

@@ -18,6 +18,7 @@ def _register() -> None:
     # Each stage owns its command group; they are imported here so `m3bench --help` lists all.
     from loadgen.cli import app as load_app
     from loadgen.tasks.cli import app as tasks_app
+    from m3bench.dashboards_cli import app as dashboards_app
     from m3bench.report.cli import report as report_command
     from serving.cli import app as serve_app
     from serving.convert.cli import app as convert_app  # noqa: PLC0415
@@ -26,6 +27,7 @@ def _register() -> None:
     app.add_typer(models_app, name="models", help="Build and inspect the embedded tiny INT4 VLMs.")
     app.add_typer(tasks_app, name="tasks", help="Build, inspect and validate task sets.")
     app.add_typer(load_app, name="load", help="Run load tests against an OpenAI-compatible endpoint.")
+    app.add_typer(dashboards_app, name="dashboards", help="Rules, dashboards, local Prometheus.")
     app.add_typer(serve_app, name="serve", help="Serve a model catalog on vLLM + Ray Serve.")
     app.add_typer(convert_app, name="convert", help="Convert published quantized checkpoints for vLLM.")
     app.command("report", help="Render the capacity-planning report from a results directory.")(report_command)

@@ -231,6 +231,8 @@ def find_binary(binary: str | Path | None = None) -> Path:
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
+        # as Prometheus binds (Go sets SO_REUSEADDR): a port left in TIME_WAIT by a stopped server is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -1,0 +1,135 @@
+"""Static PNGs of dashboard panels, drawn with matplotlib from the panels' own queries.
+
+For the report and for people without Grafana: the PromQL is the panel's, from the dashboard JSON, with
+the template variables expanded (``dashboards.promql.expand``), so a PNG shows what Grafana would.
+Time series panels become line charts over the run (seconds since its start); the accuracy-vs-latency
+xychart becomes a labelled scatter plot of its two instant queries joined on their labels.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from dashboards import promql
+from dashboards.verify import Client, Window, run_query
+
+# One key panel per dashboard (uid -> panel title); `m3bench dashboards render --all` draws every one.
+KEY_PANELS = {
+    "m3bench-load-test": "TTFT p50: client vs server",
+    "m3bench-model-comparison": "Accuracy vs p99 E2E latency (per model and language)",
+    "m3bench-serving-internals": "Running and waiting requests",
+}
+_LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_SCALE = {"s": (1000.0, "ms"), "ms": (1.0, "ms"), "percentunit": (100.0, "%"), "reqps": (1.0, "requests/s")}
+
+
+def legend(template: str, labels: Mapping[str, str]) -> str:
+    if not template:
+        return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__") or "value"
+    return _LEGEND.sub(lambda m: labels.get(m.group(1), ""), template)
+
+
+def slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def find_panel(document: dict[str, Any], title: str) -> dict[str, Any]:
+    for panel in document.get("panels", []):
+        for candidate in [panel, *panel.get("panels", [])]:
+            if candidate.get("title") == title:
+                return dict(candidate)
+    raise KeyError(f"no panel {title!r} in dashboard {document.get('uid')}")
+
+
+def render_panel(
+    prometheus: Client, panel: dict[str, Any], window: Window, out: Path, *, subtitle: str = ""
+) -> Path:
+    figure, axes = plt.subplots(figsize=(9, 4.8), dpi=110)
+    if panel.get("type") == "xychart":
+        _scatter(axes, prometheus, panel, window)
+    else:
+        _lines(axes, prometheus, panel, window)
+    axes.set_title(panel["title"] + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out)
+    plt.close(figure)
+    return out
+
+
+def _lines(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window) -> None:
+    unit = str(panel.get("fieldConfig", {}).get("defaults", {}).get("unit", ""))
+    scale, label = _SCALE.get(unit, (1.0, unit))
+    drawn = 0
+    for target in panel.get("targets", []):
+        expr = promql.expand(target["expr"], window.values())
+        for series in run_query(prometheus, expr, False, window):
+            points = [
+                (float(t) - window.start, float(v) * scale)
+                for t, v in series["values"]
+                if math.isfinite(float(v))
+            ]
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            axes.plot(xs, ys, linewidth=1.6, label=legend(target.get("legendFormat", ""), series["metric"]))
+            drawn += 1
+    axes.set_xlabel("seconds since the start of the run")
+    axes.set_ylabel(label)
+    if drawn:
+        axes.legend(fontsize=8, loc="best")
+    else:
+        axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
+
+
+def _scatter(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window) -> None:
+    """Two instant queries (y = A, x = B) joined on identical label sets, as Grafana's merge does."""
+    targets = {t["refId"]: promql.expand(t["expr"], window.values()) for t in panel.get("targets", [])}
+    columns = {}
+    for ref in ("A", "B"):
+        columns[ref] = {
+            tuple(sorted(r["metric"].items())): float(r["value"][1])
+            for r in run_query(prometheus, targets[ref], True, window)
+        }
+    points = [(columns["B"][k], columns["A"][k], dict(k)) for k in columns["A"] if k in columns["B"]]
+    for x, y, labels in points:
+        axes.scatter([x * 1000], [y], s=60)
+        axes.annotate(f"{labels.get('model', '')} / {labels.get('language', '')}", (x * 1000, y), fontsize=8)
+    axes.set_xlabel("p99 end-to-end latency (ms)")
+    axes.set_ylabel("accuracy (pass / graded)")
+    axes.set_ylim(-0.05, 1.05)
+    if not points:
+        axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
+
+
+def render_dashboards(
+    prometheus: Client,
+    documents: Mapping[str, dict[str, Any]],
+    window: Window,
+    out_dir: Path,
+    *,
+    every_panel: bool = False,
+    subtitle: str = "",
+) -> list[Path]:
+    written = []
+    for uid, document in documents.items():
+        if every_panel:
+            titles = [p["title"] for p in document.get("panels", []) if p.get("type") != "row"]
+        else:
+            titles = [KEY_PANELS[uid]] if uid in KEY_PANELS else []
+        for title in titles:
+            out = out_dir / f"{uid.removeprefix('m3bench-')}--{slug(title)}.png"
+            written.append(
+                render_panel(prometheus, find_panel(document, title), window, out, subtitle=subtitle)
+            )
+    return written

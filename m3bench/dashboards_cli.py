@@ -1,0 +1,164 @@
+"""``m3bench dashboards``: build, verify, render and push the Grafana dashboards; run a local Prometheus."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dashboards.verify import Window
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Prometheus rules and Grafana dashboards as code: build, verify, render, push; local Prometheus.",
+)
+
+
+def _window(window: Path, run: str | None) -> tuple[Window, str]:
+    """A run window file -> (query window with template variable values, Prometheus URL)."""
+    from m3bench.stack.prometheus import PrometheusError, RunWindow  # noqa: PLC0415
+
+    try:
+        recorded = RunWindow.load(window)
+    except PrometheusError as e:
+        raise typer.BadParameter(str(e), param_hint="--window") from None
+    variables = {"run": run or ".*", "model": ".*", "language": ".*", "__rate_interval": "4s"}
+    query_window = Window(recorded.start, recorded.end or time.time(), variables)
+    return query_window, recorded.prometheus_url or "http://127.0.0.1:9090"
+
+
+@app.command("build")
+def build_command(
+    check: Annotated[
+        bool, typer.Option("--check", help="Fail if a generated file is stale; write nothing")
+    ] = False,
+    dashboards_dir: Annotated[Path | None, typer.Option(help="Where json/ and provisioning/ go")] = None,
+    deploy_dir: Annotated[Path | None, typer.Option(help="Where prometheus.yml and rules/ go")] = None,
+) -> None:
+    """Generate dashboard JSON, Grafana provisioning, prometheus.yml and the rule files from code."""
+    from dashboards import build, deploy  # noqa: PLC0415 - keeps `m3bench --help` fast
+
+    targets = [
+        (deploy.generated_dashboards(), dashboards_dir or build.PACKAGE_DIR),
+        (deploy.generated(), deploy_dir or deploy.DEPLOY_DIR),
+    ]
+    for uid, document in build.build_all().items():
+        problems = build.validate(document)
+        if problems:
+            raise typer.BadParameter(f"dashboard {uid} fails the SDK schema: {problems[0]}")
+    if check:
+        stale = [str(root / path) for files, root in targets for path in deploy.stale(files, root)]
+        if stale:
+            typer.echo(
+                f"error: stale generated files (run `m3bench dashboards build`): {', '.join(stale)}", err=True
+            )
+            raise typer.Exit(1)
+        typer.echo("generated files are up to date")
+        return
+    for files, root in targets:
+        for path in deploy.write(files, root):
+            typer.echo(f"wrote {path}")
+
+
+@app.command("verify")
+def verify_command(
+    window: Annotated[Path, typer.Option(help="prometheus_window.json of a run (or its results directory)")],
+    run: Annotated[str | None, typer.Option(help="Run id(s) for $run (regex); default all")] = None,
+    prometheus: Annotated[str | None, typer.Option(help="Prometheus URL (default: the window's)")] = None,
+) -> None:
+    """Run every panel query and recording rule against Prometheus over a run's time range."""
+    from dashboards import build, verify  # noqa: PLC0415
+    from m3bench.stack.prometheus import PrometheusClient, PrometheusError  # noqa: PLC0415
+
+    query_window, url = _window(window, run)
+    client = PrometheusClient(prometheus or url)
+    try:
+        outcomes = verify.check_panels(client, build.load_committed(), query_window)
+        outcomes += verify.check_rules(client, query_window)
+        problems = verify.failures(outcomes) + verify.quantile_order(client, query_window)
+    except PrometheusError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"{len(outcomes)} queries, {len(problems)} problems")
+    for problem in problems:
+        typer.echo(f"  {problem}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("render")
+def render_command(
+    window: Annotated[Path, typer.Option(help="prometheus_window.json of a run (or its results directory)")],
+    out: Annotated[Path, typer.Option(help="Directory for the PNGs")] = Path("docs/images/panels"),
+    run: Annotated[str | None, typer.Option(help="Run id(s) for $run (regex); default all")] = None,
+    prometheus: Annotated[str | None, typer.Option(help="Prometheus URL (default: the window's)")] = None,
+    every_panel: Annotated[
+        bool, typer.Option("--all", help="Every panel, not one key panel per dashboard")
+    ] = False,
+) -> None:
+    """Draw dashboard panels as PNGs from Prometheus range queries (matplotlib; no Grafana needed)."""
+    from dashboards import build, render  # noqa: PLC0415
+    from m3bench.stack.prometheus import PrometheusClient, PrometheusError  # noqa: PLC0415
+
+    query_window, url = _window(window, run)
+    try:
+        paths = render.render_dashboards(
+            PrometheusClient(prometheus or url),
+            build.load_committed(),
+            query_window,
+            out,
+            every_panel=every_panel,
+        )
+    except PrometheusError as e:
+        raise typer.BadParameter(str(e)) from None
+    for path in paths:
+        typer.echo(f"wrote {path}")
+
+
+@app.command("push")
+def push_command(
+    url: Annotated[str, typer.Option(help="Grafana base URL, e.g. http://127.0.0.1:3000")],
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the API token (else $M3BENCH_GRAFANA_TOKEN)")
+    ] = None,
+    folder: Annotated[str, typer.Option(help="Grafana folder uid")] = "m3bench",
+) -> None:
+    """Create or overwrite the dashboards in a Grafana (token from the environment or a file, never argv)."""
+    from dashboards import build, push  # noqa: PLC0415
+
+    try:
+        pushed = push.push(url, push.read_token(token_file), build.load_committed(), folder)
+    except push.PushError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"pushed {', '.join(pushed)} to {url} (folder {folder})")
+
+
+@app.command("prometheus")
+def prometheus_command(
+    data_dir: Annotated[Path, typer.Option(help="Run-scoped data directory (TSDB, config, targets)")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9090,
+    ray_temp_dir: Annotated[Path, typer.Option(help="Ray's temp dir (its service-discovery file)")] = Path(
+        "/tmp/ray"  # noqa: S108 - Ray's default
+    ),
+    results_dir: Annotated[Path | None, typer.Option(help="Where prometheus_window.json goes")] = None,
+) -> None:
+    """Run a local Prometheus in the foreground until Ctrl-C; the run window is recorded on exit."""
+    from m3bench.stack.prometheus import PrometheusConfig, PrometheusError, PrometheusServer  # noqa: PLC0415
+
+    server = PrometheusServer(
+        PrometheusConfig(ray_temp_dir=ray_temp_dir), data_dir, port, results_dir=results_dir or data_dir
+    )
+    try:
+        server.start()
+    except PrometheusError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"Prometheus at {server.url}; load generators: --file-sd {server.loadgen_sd_path('<run id>')}")
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    typer.echo(f"stopped; window in {(results_dir or data_dir) / 'prometheus_window.json'}")
