@@ -58,7 +58,8 @@ def main(out_dir: str) -> None:
     if tokenizer.get_vocab_size() != VOCAB:
         raise SystemExit(f"trained {tokenizer.get_vocab_size()} entries, need {VOCAB}: add text")
     tokenizer.add_special_tokens(["<image>", "<pad>"])
-    assert tokenizer.token_to_id("<image>") == 32000 and tokenizer.token_to_id("<pad>") == 32001
+    assert tokenizer.token_to_id("<image>") == 32000
+    assert tokenizer.token_to_id("<pad>") == 32001
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
