@@ -70,20 +70,24 @@ def render_panel(
 def _lines(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window) -> None:
     unit = str(panel.get("fieldConfig", {}).get("defaults", {}).get("unit", ""))
     scale, label = _SCALE.get(unit, (1.0, unit))
-    drawn = 0
+    lines = []
     for target in panel.get("targets", []):
         expr = promql.expand(target["expr"], window.values())
         for series in run_query(prometheus, expr, False, window):
-            points = [
-                (float(t) - window.start, float(v) * scale)
-                for t, v in series["values"]
-                if math.isfinite(float(v))
-            ]
-            if not points:
-                continue
-            xs, ys = zip(*points, strict=True)
-            axes.plot(xs, ys, linewidth=1.6, label=legend(target.get("legendFormat", ""), series["metric"]))
-            drawn += 1
+            values = [(float(t), float(v)) for t, v in series["values"]]
+            points = [(t - window.start, v * scale) for t, v in values if math.isfinite(v)]
+            if points:
+                lines.append(
+                    (legend(target.get("legendFormat", ""), series["metric"]), series["metric"], points)
+                )
+    names = [name for name, _, _ in lines]
+    for name, labels, points in lines:
+        shown = name
+        if names.count(name) > 1 and "run_id" in labels:  # several runs selected: say which line is which
+            shown = f"{name} ({labels['run_id']})"
+        xs, ys = zip(*points, strict=True)
+        axes.plot(xs, ys, linewidth=1.6, label=shown)
+    drawn = len(lines)
     axes.set_xlabel("seconds since the start of the run")
     axes.set_ylabel(label)
     if drawn:
