@@ -19,9 +19,10 @@ def _register() -> None:
     from loadgen.cli import app as load_app
     from loadgen.tasks.cli import app as tasks_app
     from m3bench.dashboards_cli import app as dashboards_app
+    from m3bench.demo.cli import demo as demo_command
     from m3bench.report.cli import report as report_command
     from serving.cli import app as serve_app
-    from serving.convert.cli import app as convert_app  # noqa: PLC0415
+    from serving.convert.cli import app as convert_app
     from serving.embedded.cli import app as models_app
 
     app.add_typer(models_app, name="models", help="Build and inspect the embedded tiny INT4 VLMs.")
@@ -30,7 +31,10 @@ def _register() -> None:
     app.add_typer(dashboards_app, name="dashboards", help="Rules, dashboards, local Prometheus.")
     app.add_typer(serve_app, name="serve", help="Serve a model catalog on vLLM + Ray Serve.")
     app.add_typer(convert_app, name="convert", help="Convert published quantized checkpoints for vLLM.")
-    app.command("report", help="Render the capacity-planning report from a results directory.")(report_command)
+    app.command("demo", help="Run the whole benchmark on the embedded default.")(demo_command)
+    app.command("report", help="Render the capacity-planning report from a results directory.")(
+        report_command
+    )
 
 
 _register()

@@ -123,9 +123,9 @@ def run(model_dir: str, max_tokens: int, decode_requests: int, max_model_len: in
     ]
     greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0, prompt_logprobs=0)
     out = llm.chat(messages, greedy, use_tqdm=False)[0]
-    prompt_lp = [
-        next(iter(d.values())).logprob if d else float("nan") for d in (out.prompt_logprobs or [])
-    ][1:]  # position 0 has no prediction
+    prompt_lp = [next(iter(d.values())).logprob if d else float("nan") for d in (out.prompt_logprobs or [])][
+        1:
+    ]  # position 0 has no prediction
     total, lm, rss = llm.apply_model(_weight_bytes)[0]
     kernels = llm.apply_model(_linear_kernel_names)[0]
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model sends a function
     # Run through the importable module, not __main__: apply_model pickles functions by reference.
-    from serving import probe
+    from serving import probe  # noqa: PLW0406 - the importable module, see above
 
     result = probe.run(args.model_dir, args.max_tokens, args.decode_requests, args.max_model_len)
     args.out.write_text(json.dumps(asdict(result)))

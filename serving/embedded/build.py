@@ -86,7 +86,9 @@ def _quantization_config(family: ModelFamily, variant: Variant) -> dict[str, obj
     }
 
 
-def _weights(family: ModelFamily, variant: Variant, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+def _weights(
+    family: ModelFamily, variant: Variant, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, shape in shapes.items():
         w = init_tensor(SEED, name, shape, torch.bfloat16)

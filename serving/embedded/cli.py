@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from serving.embedded.build import build_models, default_cache_dir
+from serving.embedded.build import build_models
 
 app = typer.Typer(no_args_is_help=True)
 err = Console(stderr=True)
@@ -85,5 +85,3 @@ def probe(
             err.print(f"[red]error[/]: vLLM failed on {model_dir}: {tail[0]}")
             raise typer.Exit(1)
         print(json.dumps(json.loads(out.read_text()), indent=2))
-
-

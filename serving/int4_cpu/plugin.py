@@ -16,7 +16,7 @@ _REGISTERED = False
 
 
 def register() -> None:
-    global _REGISTERED
+    global _REGISTERED  # noqa: PLW0603 - vLLM may call a plugin several times per process
     if _REGISTERED:
         return
     from vllm.platforms import PlatformEnum, current_platform

@@ -72,7 +72,9 @@ def main() -> int:
     by = {(r["model"], r["int4_kernel"]): r for r in rows}
     for row in rows:
         base = by[(row["model"].rsplit("-", 1)[0] + "-bf16", "-")]
-        row["weight_ratio_lm_linears"] = round(row["weight_mib_lm_linears"] / base["weight_mib_lm_linears"], 3)
+        row["weight_ratio_lm_linears"] = round(
+            row["weight_mib_lm_linears"] / base["weight_mib_lm_linears"], 3
+        )
         row["weight_ratio_total"] = round(row["weight_mib_total"] / base["weight_mib_total"], 3)
         row["throughput_ratio"] = round(row["output_tok_per_s"] / base["output_tok_per_s"], 2)
     header = list(rows[0].keys())

@@ -35,7 +35,9 @@ def run_probe(
     env["M3BENCH_CPU_INT4"] = backend
     if emulate_avx2:
         env["M3BENCH_EMULATE_AVX2"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join([str(AVX2_EMULATION), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([str(AVX2_EMULATION), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
     cmd = [sys.executable, "-m", "serving.probe", str(model_dir), "--out", str(out)]
     cmd += ["--max-tokens", str(max_tokens), "--decode-requests", str(decode_requests)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s, check=False)

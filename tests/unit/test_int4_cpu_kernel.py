@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("vllm")
 
-from serving.int4 import dequantize, pack_awq, pack_gptq, quantize_rtn  # noqa: E402
+from serving.int4 import dequantize, pack_awq, pack_gptq, quantize_rtn
 
 N, K, GROUP = 256, 512, 128
 
@@ -107,7 +107,8 @@ def test_kernel_declines_when_native_kernel_is_selected(monkeypatch: pytest.Monk
     monkeypatch.setenv("M3BENCH_CPU_INT4", "native")
     ok, reason = TorchInt4CPULinearKernel.can_implement(cfg)
     assert not ok
-    assert reason is not None and "native" in reason
+    assert reason is not None
+    assert "native" in reason
     odd = MPLinearLayerConfig((K, 40), (K, 40), scalar_types.uint4, torch.bfloat16, GROUP, True, False)
     monkeypatch.setenv("M3BENCH_CPU_INT4", "torch")
     assert TorchInt4CPULinearKernel.can_implement(odd)[0] is False

@@ -72,11 +72,9 @@ def test_rtn_error_is_at_most_half_a_step(weight: torch.Tensor, symmetric: bool)
 def test_bad_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="multiple of group size"):
         quantize_rtn(torch.zeros(64, 100), 64, symmetric=False)
+    g = pack_gptq(quantize_rtn(torch.randn(16, 256), 128, symmetric=True))
     with pytest.raises(ValueError, match="act-order"):
-        q = quantize_rtn(torch.randn(16, 256), 128, symmetric=True)
-        p = pack_gptq(q)
-        unpack_gptq(p["qweight"], p["qzeros"], p["scales"], torch.flip(p["g_idx"], [0]))
+        unpack_gptq(g["qweight"], g["qzeros"], g["scales"], torch.flip(g["g_idx"], [0]))
+    a = pack_awq(quantize_rtn(torch.randn(16, 256), 128, symmetric=False))
     with pytest.raises(ValueError, match="inconsistent AWQ"):
-        q = quantize_rtn(torch.randn(16, 256), 128, symmetric=False)
-        p = pack_awq(q)
-        unpack_awq(p["qweight"], p["qzeros"][:1], p["scales"])
+        unpack_awq(a["qweight"], a["qzeros"][:1], a["scales"])

@@ -1,0 +1,61 @@
+"""The ``m3bench demo`` command."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from m3bench.demo.settings import PRESETS, DemoSettings
+
+err = Console(stderr=True)
+
+
+def demo(
+    preset: Annotated[
+        str, typer.Option(help="full (the README's run) or quick (the CI end-to-end run).")
+    ] = "full",
+    results: Annotated[Path, typer.Option(help="Parent directory of the run's results.")] = Path("results"),
+    models: Annotated[
+        list[str] | None, typer.Option("--model", help="Embedded models to sweep (repeat).")
+    ] = None,
+    concurrency: Annotated[list[int] | None, typer.Option(help="Closed-loop levels (repeat).")] = None,
+    measure_s: Annotated[float | None, typer.Option(help="Measured seconds per level.")] = None,
+) -> None:
+    """Build the embedded models and task set, serve them on a 2-node Ray cluster, sweep load with
+    Locust, grade, and write records, summaries, dashboards and a capacity-planning report."""
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r} (expected {' or '.join(PRESETS)})")
+    values: dict[str, Any] = {**PRESETS[preset], "results_root": results}
+    if models:
+        values["models"] = models
+        if "scale_model" not in values and models and DemoSettings().scale_model not in models:
+            values["scale_model"] = next((m for m in models if not m.endswith("bf16")), None)
+    if concurrency:
+        values["concurrencies"] = concurrency
+    if measure_s is not None:
+        values["measure_s"] = measure_s
+    try:
+        settings = DemoSettings.model_validate(values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise typer.BadParameter(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+    from m3bench.demo.run import Demo
+
+    t0 = time.monotonic()
+    run = Demo(settings, lambda m: err.print(f"[dim]{time.monotonic() - t0:6.0f}s[/] {m}", highlight=False))
+    try:
+        out = run.run()
+    except KeyboardInterrupt:
+        err.print(f"[red]interrupted[/]: everything started was stopped; records kept in {run.results}")
+        raise typer.Exit(130) from None
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        err.print(f"[red]error[/]: {type(e).__name__}: {first} (partial results in {run.results})")
+        raise typer.Exit(1) from None
+    err.print(f"[bold green]done[/] in {time.monotonic() - t0:.0f} s: {out}/report/report.html")

