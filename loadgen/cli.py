@@ -55,7 +55,7 @@ def run_command(  # noqa: PLR0917 - Typer options
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the endpoint checks")] = False,
 ) -> None:
     """Run a load test and write records, summaries and Prometheus targets."""
-    from loadgen.run import run_load  # noqa: PLC0415 - keeps `m3bench --help` fast
+    from loadgen.run import run_load
 
     overrides: dict[str, Any] = {}
     if workers is not None:
@@ -109,7 +109,7 @@ def summarize_command(
     write: Annotated[bool, typer.Option(help="Rewrite summary.json")] = False,
 ) -> None:
     """Recompute a run's summaries from its records alone."""
-    from loadgen.summary import summarize_run  # noqa: PLC0415
+    from loadgen.summary import summarize_run
 
     if not (run_dir / "records.jsonl").is_file():
         raise _fail(f"{run_dir} has no records.jsonl")
@@ -125,7 +125,7 @@ def check_profile_command(
     profile: Annotated[str, typer.Argument(help="YAML file, built-in name or inline")],
 ) -> None:
     """Validate a profile and print its stages."""
-    from loadgen.schedule import build_plans  # noqa: PLC0415
+    from loadgen.schedule import build_plans
 
     try:
         loaded = load_profile(profile)
@@ -155,7 +155,7 @@ def calibration_server_command(
     models: Annotated[str, typer.Option()] = "calib",
 ) -> None:
     """Serve the programmed-timing calibration endpoint (blocks)."""
-    from loadgen.calibration.server import main  # noqa: PLC0415
+    from loadgen.calibration.server import main
 
     argv = ["--port", str(port), "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), "--models", models]
     if output_len is not None:

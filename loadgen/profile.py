@@ -140,6 +140,9 @@ class Generator(_Model):
     max_loop_lag_s: float = Field(default=0.02, gt=0, description="p99 loop lag above this: run invalid.")
     max_read_delay_s: float = Field(default=0.02, gt=0, description="p99 read delay above this: run invalid.")
     max_schedule_lag_s: float = Field(default=0.01, gt=0, description="p99 schedule lag above this: invalid.")
+    max_ttft_upper_bound_fraction: float = Field(
+        default=0.01, ge=0, le=1, description="Share of TTFTs that are only upper bounds above this: invalid."
+    )
     max_cpu_fraction: float = Field(default=0.9, gt=0, le=1, description="Generator CPU use above: invalid.")
 
 

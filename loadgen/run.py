@@ -189,7 +189,7 @@ def _start(commands: dict[str, list[str]], run_dir: Path) -> dict[str, subproces
 
 
 def _planned_s(config: RunConfig) -> float:
-    from loadgen.schedule import build_plans  # noqa: PLC0415
+    from loadgen.schedule import build_plans
 
     total = 0.0
     for plan in build_plans(config.profile):

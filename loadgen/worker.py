@@ -177,7 +177,7 @@ class WorkerRuntime:
         gevent.sleep(0.1)  # Locust calls this task again at once: do not spin once draining
 
     def _run_open_stage(self, stage: ActiveStage) -> None:
-        from loadgen.schedule import arrivals  # noqa: PLC0415
+        from loadgen.schedule import arrivals
 
         assert stage.opened is not None
         changed = self.stage_changed
@@ -306,7 +306,7 @@ class WorkerRuntime:
         self.outbox.append(record.model_dump_json())
 
     def _fire_locust_event(self, record: RequestRecord, size: int) -> None:
-        from locust import events  # noqa: PLC0415 - only inside Locust
+        from locust import events
 
         failed = record.status != "ok"
         events.request.fire(  # type: ignore[no-untyped-call]

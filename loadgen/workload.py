@@ -21,8 +21,8 @@ _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".web
 
 
 def load_tasks(task_dir: Path) -> list[TaskRecord]:
-    from loadgen.tasks.loaders.common import LoaderError  # noqa: PLC0415 - keeps this module light
-    from loadgen.tasks.taskset import read_tasks  # noqa: PLC0415
+    from loadgen.tasks.loaders.common import LoaderError
+    from loadgen.tasks.taskset import read_tasks
 
     if not task_dir.exists():
         raise LoadgenError(f"task set {task_dir} does not exist (build one with `m3bench tasks build`)")

@@ -24,6 +24,7 @@ import resource
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class ServerConfig:
     itl_ms: float = 10.0
     output_len: int | None = None  # None: the request's max_tokens (16 when absent)
     models: tuple[str, ...] = ("calib",)  # "*" accepts any model name
-    token_text: str = " tok"  # noqa: S105 - the text of each generated token
+    token_text: str = " tok"
     fault: Fault = "none"
     die_after_s: float | None = None  # counted from the first request
     die_after_requests: int | None = None  # the process exits 0.3 s after this many requests arrived
@@ -56,7 +57,7 @@ class ServerConfig:
 
 
 class _Conn:
-    __slots__ = ("body_len", "close_after", "fd", "head", "inbuf", "out", "sock", "stream")
+    __slots__ = ("arrived_ns", "body_len", "close_after", "fd", "head", "inbuf", "out", "sock", "stream")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -67,6 +68,7 @@ class _Conn:
         self.body_len = 0
         self.stream: _Stream | None = None
         self.close_after = False
+        self.arrived_ns = 0  # kernel arrival of the last bytes read (perf_counter clock)
 
 
 class _Stream:
@@ -114,6 +116,7 @@ class CalibrationServer:
         self.request_log = open(config.request_log, "a", encoding="utf-8") if config.request_log else None  # noqa: SIM115
         self.timing_log = open(config.timing_log, "a", encoding="utf-8") if config.timing_log else None  # noqa: SIM115
         self.priority = "default"
+        self.frames_cache: dict[tuple[bool, str, int, int, bool], protocol.StreamFrames] = {}
         self.ttft_ns = int(config.ttft_ms * 1e6)
         self.itl_ns = int(config.itl_ms * 1e6)
         _reduce_timer_slack()
@@ -149,7 +152,7 @@ class CalibrationServer:
             self._flush(conn)
         if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
             try:
-                data = conn.sock.recv(262_144)
+                data, ancillary, _, _ = conn.sock.recvmsg(262_144, _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -158,6 +161,7 @@ class CalibrationServer:
             if not data:
                 self._close(conn)
                 return
+            conn.arrived_ns = _arrival(ancillary)
             conn.inbuf += data
             self._parse(conn)
 
@@ -169,6 +173,7 @@ class CalibrationServer:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             conn = _Conn(sock)
             self.conns[conn.fd] = conn
             self.epoll.register(conn.fd, select.EPOLLIN)
@@ -261,6 +266,7 @@ class CalibrationServer:
             self.timing_log.write(
                 f"{stream.request_id} {stream.received_ns} {stream.first_sent_ns} {_now()}\n"
             )
+            self.timing_log.flush()
         conn.stream = None
         self.open_streams -= 1
         self.stats.streams_done += 1
@@ -306,7 +312,9 @@ class CalibrationServer:
             del conn.inbuf[: conn.body_len]
             method, path, headers = conn.head
             conn.head = None
-            self._route(conn, method, path.split("?", 1)[0], headers, body=body, at=_now())
+            # The programmed TTFT counts from when the request's last byte reached this host (kernel
+            # stamp), so time this loop spends on other requests shows as lateness, not as a shift.
+            self._route(conn, method, path.split("?", 1)[0], headers, body=body, at=conn.arrived_ns or _now())
 
     def _route(
         self, conn: _Conn, method: str, path: str, headers: dict[str, str], *, body: bytes, at: int
@@ -395,15 +403,22 @@ class CalibrationServer:
             self.open_streams += 1
             self._schedule(stream.first_deadline, stream)
             return
-        frames = protocol.build_frames(
-            chat=chat,
-            request_id=request_id,
-            model=model,
-            token_text=config.token_text,
-            output_tokens=total,
-            prompt_tokens=prompt_tokens,
-            include_usage=bool(stream_opts.get("include_usage")),
-        )
+        include_usage = bool(stream_opts.get("include_usage"))
+        key = (chat, model, total, prompt_tokens, include_usage)
+        cached = self.frames_cache.get(key)
+        if cached is None:  # frames are shared by equal requests: the chunk id is not the request id
+            if len(self.frames_cache) > 4096:
+                self.frames_cache.clear()
+            cached = self.frames_cache[key] = protocol.build_frames(
+                chat=chat,
+                request_id="cmpl-m3bench-calibration",
+                model=model,
+                token_text=config.token_text,
+                output_tokens=total,
+                prompt_tokens=prompt_tokens,
+                include_usage=include_usage,
+            )
+        frames = cached
         self._send(conn, protocol.STREAM_HEAD)
         stream = _Stream(conn, frames, at + self.ttft_ns, self.itl_ns, total)
         stream.request_id, stream.received_ns = request_id, at
@@ -411,6 +426,21 @@ class CalibrationServer:
         self.open_streams += 1
         self.stats.max_open_streams = max(self.stats.max_open_streams, self.open_streams)
         self._schedule(stream.first_deadline, stream)
+
+
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_CMSG_SPACE = socket.CMSG_SPACE(16)
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """Kernel receive stamp (CLOCK_REALTIME) moved onto perf_counter_ns; now if there is none."""
+    now = _now()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanos = struct.unpack_from("qq", data)
+            stamp = int(seconds) * 1_000_000_000 + int(nanos) - (time.time_ns() - _now())
+            return min(stamp, now)
+    return now
 
 
 def raise_priority() -> str:
