@@ -34,7 +34,7 @@ def report(  # noqa: PLR0917 - Typer options
     out: Annotated[Path | None, typer.Option(help="Output directory (default RESULTS_DIR/report)")] = None,
 ) -> None:
     """Write report.html, report.md and report.json from RESULTS_DIR's saved results."""
-    from m3bench.report import ReportError, ReportOptions, build_report  # noqa: PLC0415 - fast --help
+    from m3bench.report import ReportError, ReportOptions, build_report  # lazy: keeps `m3bench --help` fast
 
     try:
         options = ReportOptions(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -265,7 +265,7 @@ def prediction_error(predicted: float | None, measured: float | None) -> float |
     return (predicted - measured) / measured
 
 
-def pareto_front(points: dict[str, tuple[float | None, float | None]]) -> set[str]:
+def pareto_front(points: Mapping[str, tuple[float | None, float | None]]) -> set[str]:
     """Names on the accuracy-versus-latency front; ``points``: name -> (accuracy, p99 latency s)."""
     known = {name: (a, t) for name, (a, t) in points.items() if a is not None and t is not None}
     front = set()

@@ -22,8 +22,13 @@ DPI = 96
 
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
+
+
+def _legend(ax: Axes, **options: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # an empty legend() call warns
+        ax.legend(**options)
 
 
 def _xs_ys(rows: list[dict[str, Any]], x: str, y: str) -> tuple[list[float], list[float]]:
@@ -43,7 +48,7 @@ def _offered_label(sweeps: list[dict[str, Any]]) -> str:
 
 def model_latency(model: dict[str, Any], options: dict[str, Any]) -> bytes:
     """p50 (dashed) and p99 (solid) TTFT/ITL/TPOT/E2E against offered (top) and achieved (bottom) load."""
-    figure = Figure(figsize=(15, 7))
+    figure = Figure(figsize=(15, 7), layout="constrained")
     axes = figure.subplots(2, len(METRICS), squeeze=False)
     colors = mpl.colormaps["tab10"]
     for column, (metric, title) in enumerate(METRICS):
@@ -79,14 +84,14 @@ def model_latency(model: dict[str, Any], options: dict[str, Any]) -> bytes:
             ax.set_title(f"{title} (ms)")
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
+    _legend(axes[0][0], fontsize=7, loc="best")
     figure.suptitle(f"{model['model']}: latency against load (x: excluded level; dotted: rate at SLO)")
     return _png(figure)
 
 
 def model_throughput(model: dict[str, Any]) -> bytes:
     """Achieved against offered load (with the saturation point) and accuracy against achieved load."""
-    figure = Figure(figsize=(12, 4))
+    figure = Figure(figsize=(12, 4), layout="constrained")
     left, right = figure.subplots(1, 2)
     colors = mpl.colormaps["tab10"]
     for number, sweep in enumerate(model["sweeps"]):
@@ -110,13 +115,13 @@ def model_throughput(model: dict[str, Any]) -> bytes:
     right.set_title("accuracy under load")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
     return _png(figure)
 
 
 def pareto(comparison: dict[str, Any]) -> bytes:
     """Accuracy against p99 E2E latency, one point per model; the front joined by a line."""
-    figure = Figure(figsize=(7, 4.5))
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
     ax = figure.subplots()
     rows = [r for r in comparison["rows"] if r["accuracy"] is not None and r["e2e_p99_s"] is not None]
     for row in rows:
@@ -142,14 +147,16 @@ def pareto(comparison: dict[str, Any]) -> bytes:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-5, 105)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.set_title("accuracy versus latency")
     return _png(figure)
 
 
 def accuracy_by_language(models: list[dict[str, Any]]) -> bytes:
     languages = sorted({language for model in models for language in model["accuracy_by_language"]})
-    figure = Figure(figsize=(max(6, 1.2 * len(languages) * max(1, len(models)) / 2 + 3), 4))
+    figure = Figure(
+        figsize=(max(6, 1.2 * len(languages) * max(1, len(models)) / 2 + 3), 4), layout="constrained"
+    )
     ax = figure.subplots()
     width = 0.8 / max(1, len(models))
     for number, model in enumerate(models):
@@ -163,13 +170,13 @@ def accuracy_by_language(models: list[dict[str, Any]]) -> bytes:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title("accuracy by language (pass / graded)")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return _png(figure)
 
 
 def planner_check(rows: list[dict[str, Any]]) -> bytes:
-    figure = Figure(figsize=(max(6, 1.8 * len(rows) + 2), 4))
+    figure = Figure(figsize=(max(6, 1.8 * len(rows) + 2), 4), layout="constrained")
     ax = figure.subplots()
     labels = [f"{r['model']}\n{r['quantity']} x{r['replicas']}" for r in rows]
     predicted = [r["predicted"]["value"] or 0.0 for r in rows]
@@ -185,6 +192,6 @@ def planner_check(rows: list[dict[str, Any]]) -> bytes:
     ax.set_xticks(positions, labels, fontsize=8)
     ax.set_ylabel("requests/s")
     ax.set_title("planner check: predicted versus measured")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return _png(figure)
