@@ -36,14 +36,17 @@ ENDPOINT="http://127.0.0.1:$PORT"
 
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
 say() { printf '[%s +%3ss] %s\n' "$(date +%H:%M:%S)" "$(($(date +%s) - T0))" "$*" | tee -a "$BRIEF"; }
+# `m3bench serve|load ...`; should the whole CLI fail to import on the device (it imports every stage),
+# the same Typer group apps directly (serving.cli / loadgen.cli are what `m3bench serve|load` run).
+M3_CLI=full
 m3bench() { python3 -c 'import sys; from m3bench.cli import main; sys.argv[0] = "m3bench"; main()' "$@"; }
 serve_cli() {
-  # `m3bench serve ...` when the CLI registers the group, else the same Typer app directly.
-  if python3 -c 'import sys; from m3bench.cli import app; sys.exit(0 if any(g.name == "serve" for g in app.registered_groups) else 1)' 2>/dev/null; then
-    m3bench serve "$@"
-  else
-    python3 -c 'import sys; from serving.cli import app; sys.argv[0] = "m3bench serve"; app()' "$@"
-  fi
+  if [[ "$M3_CLI" == full ]]; then m3bench serve "$@"
+  else python3 -c 'import sys; from serving.cli import app; sys.argv[0] = "m3bench serve"; app()' "$@"; fi
+}
+load_cli() {
+  if [[ "$M3_CLI" == full ]]; then m3bench load "$@"
+  else python3 -c 'import sys; from loadgen.cli import app; sys.argv[0] = "m3bench load"; app()' "$@"; fi
 }
 
 # GPU memory and load once a second for the whole call (our own process: stopped by its pid).
@@ -65,7 +68,7 @@ ray_up() {
   fi
   say "m3bench serve up --only $MODEL_ID"
   local t=$(date +%s)
-  timeout $(($(left) - 200)) bash -c "$(declare -f serve_cli m3bench); serve_cli up --catalog '$CATALOG' --only '$MODEL_ID' \
+  timeout $(($(left) - 200)) bash -c "M3_CLI=$M3_CLI; $(declare -f serve_cli m3bench); serve_cli up --catalog '$CATALOG' --only '$MODEL_ID' \
     --address '$RAY_ADDRESS_LOCAL' --http-port $PORT --state-dir '$SERVE_STATE' --timeout 380" \
     >"$LOGS/serve-up.log" 2>&1
   local rc=$?
@@ -130,7 +133,7 @@ m3() {  # m3bench load run: name, profile
   local name="$1" profile="$2" need="$3"
   if (($(left) < need)); then say "skipping m3bench $name: $(left) s left, needs $need"; return; fi
   say "m3bench load run $name ($profile)"
-  timeout $(($(left) - 20)) bash -c "$(declare -f m3bench); m3bench load run --endpoint '$ENDPOINT' \
+  timeout $(($(left) - 20)) bash -c "M3_CLI=$M3_CLI; $(declare -f load_cli m3bench); load_cli run --endpoint '$ENDPOINT' \
     --tasks '$M3STAGE/tasks' --models '$MODEL_ID' --profile '$profile' --out '$RUN/m3bench' --run-id '$TAG-$name'" \
     >"$LOGS/m3-$name.log" 2>&1
   local rc=$?
@@ -182,17 +185,25 @@ trap finish EXIT
 [[ -f "$M3STAGE/vb-dataset.jsonl" ]] || python3 "$HERE/vllm_bench_dataset.py" "$M3STAGE/tasks" "$M3STAGE/vb-dataset.jsonl" 1024 0
 say "$TAG: $MODEL_ID on $(nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader); steps $STEPS"
 TAG_NOTE=""
-if [[ "$MODE" == ray ]]; then ray_up || exit 1; else bare_up || exit 1; fi
+t=$(date +%s)
+if ! python3 -c 'import m3bench.cli' >"$LOGS/m3bench-import.log" 2>&1; then
+  M3_CLI=groups
+  say "WARNING: m3bench.cli does not import here (see logs/m3bench-import.log: $(tail -1 "$LOGS/m3bench-import.log" | cut -c1-160)); using the serve/load group apps directly"
+fi
+say "m3bench CLI: $M3_CLI (import check $(($(date +%s) - t)) s)"
+if [[ -n "${M3_SKIP_SERVER:-}" ]]; then say "M3_SKIP_SERVER: using the server already at $ENDPOINT (local plumbing test)"
+elif [[ "$MODE" == ray ]]; then ray_up || exit 1
+else bare_up || exit 1; fi
 nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/GPU memory used with the model up: /' | tee -a "$BRIEF"
 smoke
 metrics_snapshot before
 IFS=, read -ra want <<<"$STEPS"
 for step in "${want[@]}"; do
   case "$step" in
-    vb-c256) (($(left) > 110)) && vb c256 --num-prompts 1024 --max-concurrency 256 --request-rate inf ;;
-    m3-c256) m3 c256 "$HERE/profiles/h200-closed.yaml" 100 ;;
-    m3-open) m3 open "$HERE/profiles/h200-open.yaml" 200 ;;
-    vb-r16) (($(left) > 60)) && vb r16 --num-prompts 400 --request-rate 16 --burstiness 1.0 ;;
+    vb-c256) (($(left) > 110)) && vb c256 --num-prompts "${M3_VB_PROMPTS:-1024}" --max-concurrency "${M3_VB_C:-256}" --request-rate inf ;;
+    m3-c256) m3 c256 "${M3_PROFILE_CLOSED:-$HERE/profiles/h200-closed.yaml}" 100 ;;
+    m3-open) m3 open "${M3_PROFILE_OPEN:-$HERE/profiles/h200-open.yaml}" 200 ;;
+    vb-r16) (($(left) > 60)) && vb r16 --num-prompts "${M3_VB_R16_PROMPTS:-400}" --request-rate 16 --burstiness 1.0 ;;
     *) say "unknown step $step" ;;
   esac
   metrics_snapshot "after-$step"
