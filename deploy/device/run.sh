@@ -55,6 +55,35 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used,memory.total,power.
 SMI_PID=$!
 
 # ------------------------------------------------------------------------------------------ server
+gpu_free() {
+  # After an app is taken down its engine must give the GPU back; wait, then end leftovers by pid.
+  local t=$(date +%s) used
+  while (($(date +%s) - t < 60)); do
+    used=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+    ((used < 3000)) && { say "GPU free (${used} MiB used)"; return 0; }
+    sleep 2
+  done
+  say "GPU still holds ${used} MiB after 60 s; ending its processes by pid"
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader | tee -a "$BRIEF"
+  for pid in $(nvidia-smi --query-compute-apps=pid --format=csv,noheader); do kill "$pid" 2>/dev/null; done
+  sleep 5
+}
+
+take_down_previous() {
+  if [[ -f "$SERVE_STATE/state.json" ]]; then
+    say "taking the previous Ray Serve apps down"
+    serve_cli down --state-dir "$SERVE_STATE" >>"$LOGS/serve-down.log" 2>&1
+    gpu_free
+  fi
+  for f in "$M3STAGE"/bare-*.pid; do
+    [[ -f "$f" ]] || continue
+    say "stopping the previous bare server (pid $(cat "$f"))"
+    kill "$(cat "$f")" 2>/dev/null
+    rm -f "$f"
+    gpu_free
+  done
+}
+
 ray_up() {
   if ! python3 -c 'import ray; ray.init(address="'$RAY_ADDRESS_LOCAL'", logging_level="ERROR"); ray.shutdown()' >/dev/null 2>&1; then
     say "starting Ray head (16 CPUs, 1 GPU)"
@@ -62,10 +91,7 @@ ray_up() {
       --metrics-export-port=8080 --disable-usage-stats --temp-dir=/tmp/ray >"$LOGS/ray-start.log" 2>&1 </dev/null
     say "ray start rc=$? ($(tail -1 "$LOGS/ray-start.log" | cut -c1-100))"
   fi
-  if [[ -f "$SERVE_STATE/state.json" ]]; then
-    say "taking the previous app down"
-    serve_cli down --state-dir "$SERVE_STATE" >>"$LOGS/serve-down.log" 2>&1
-  fi
+  take_down_previous
   say "m3bench serve up --only $MODEL_ID"
   local t=$(date +%s)
   timeout $(($(left) - 200)) bash -c "M3_CLI=$M3_CLI; $(declare -f serve_cli m3bench); serve_cli up --catalog '$CATALOG' --only '$MODEL_ID' \
@@ -87,6 +113,7 @@ ray_up() {
 }
 
 bare_up() {
+  take_down_previous
   say "starting bare vLLM OpenAI server for $MODEL_ID on :$PORT"
   setsid python3 -m vllm.entrypoints.openai.api_server --host 127.0.0.1 --port "$PORT" \
     --model "$MODEL_DIR" --served-model-name "$MODEL_ID" --load-format dummy --dtype bfloat16 \
