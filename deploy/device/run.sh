@@ -70,7 +70,7 @@ gpu_free() {
 }
 
 take_down_previous() {
-  if [[ -f "$SERVE_STATE/state.json" ]]; then
+  if [[ -f "$SERVE_STATE/serve-state.json" ]]; then
     say "taking the previous Ray Serve apps down"
     serve_cli down --state-dir "$SERVE_STATE" >>"$LOGS/serve-down.log" 2>&1
     gpu_free
@@ -189,6 +189,7 @@ finish() {
   kill "$SMI_PID" 2>/dev/null
   nvidia-smi >"$RUN/nvidia-smi.txt" 2>&1
   engine_log_facts
+  cp "$SERVE_STATE"/serve-*.json "$RUN/" 2>/dev/null
   if [[ "$MODE" == ray ]]; then
     mkdir -p "$RUN/ray-logs"
     find /tmp/ray/session_latest/logs -maxdepth 2 -type f \( -name '*.log' -o -name '*.err' -o -name '*.out' \) -size -20M \
