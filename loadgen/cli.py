@@ -16,19 +16,11 @@ app = typer.Typer(
 
 
 def _progress(status: dict[str, Any]) -> None:
-    stage = status.get("stage")
-    if stage is None:
-        return
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(status.get("statuses", {}).items())) or "no records yet"
-    state = (
-        "draining"
-        if status.get("draining")
-        else f"stage {status['stage_index'] + 1}/{status['stages']} {stage}"
-    )
-    typer.echo(
-        f"[load] {state} t={status.get('stage_elapsed_s', 0):.0f}s records {status['records']} ({counts})",
-        err=True,
-    )
+    from loadgen.run import format_progress
+
+    line = format_progress(status)
+    if line is not None:
+        typer.echo(line, err=True)
 
 
 def _fail(message: str) -> typer.Exit:

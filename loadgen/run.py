@@ -48,6 +48,20 @@ class RunResult:
         return self.run_dir / "records.jsonl"
 
 
+def format_progress(status: dict[str, Any]) -> str | None:
+    """One progress line from the master's status.json (what ``progress`` callbacks receive)."""
+    stage = status.get("stage")
+    if stage is None:
+        return None
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(status.get("statuses", {}).items())) or "no records yet"
+    where = (
+        "draining"
+        if status.get("draining")
+        else f"stage {status['stage_index'] + 1}/{status['stages']} {stage}"
+    )
+    return f"[load] {where} t={status.get('stage_elapsed_s', 0):.0f}s records {status['records']} ({counts})"
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
