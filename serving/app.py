@@ -7,8 +7,6 @@ engine arguments each model's vLLM engine receives, the stream batching interval
 the load generator embeds in every result.
 """
 
-# ruff: noqa: PLC0415 - ray, vLLM and Serve are imported where used: they take seconds to import
-
 from __future__ import annotations
 
 import datetime as dt

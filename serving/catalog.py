@@ -189,7 +189,7 @@ class Catalog(_Strict):
 
 def gpu_types() -> frozenset[str]:
     """Ray's known accelerator type names (``ray.util.accelerators``), GPUs and TPUs alike."""
-    from ray.util.accelerators import accelerators  # noqa: PLC0415 - ray is slow to import
+    from ray.util.accelerators import accelerators
 
     return frozenset(v for k, v in vars(accelerators).items() if k.isupper() and isinstance(v, str))
 
@@ -290,8 +290,8 @@ def _check_local(entry: ModelEntry, path: Path) -> Path:
 
 
 def _resolve_embedded(entry: ModelEntry, name: str, build: bool) -> ResolvedSource:
-    from serving.embedded import FAMILIES, VARIANTS, build_models  # noqa: PLC0415 - torch, only when needed
-    from serving.embedded.spec import model_name  # noqa: PLC0415
+    from serving.embedded import FAMILIES, VARIANTS, build_models
+    from serving.embedded.spec import model_name
 
     known = {model_name(f, v): f.architecture for f in FAMILIES.values() for v in VARIANTS.values()}
     if name not in known:

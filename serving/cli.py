@@ -1,11 +1,10 @@
 """``m3bench serve``: bring a catalog's models up on Ray Serve, show them, take them down, and write
 the KubeRay manifest of the same catalog."""
 
-# ruff: noqa: PLC0415 - commands import what they need so `m3bench --help` stays fast
-
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -31,6 +30,11 @@ StateOpt = Annotated[
 
 def _fail(message: str) -> NoReturn:
     raise ClickException(" ".join(message.split()))
+
+
+def _quiet_vllm() -> None:
+    # Only imported here to check arguments: its start-up notices (no Triton, no CUDA) are noise.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
 def _progress(message: str) -> None:
@@ -148,6 +152,7 @@ def down(
 @app.command()
 def check(catalog: CatalogOpt, only: OnlyOpt = None) -> None:
     """Validate a catalog: fields, sources (building embedded models) and every vLLM engine argument."""
+    _quiet_vllm()
     from serving.app import engine_arguments, resolve_models
     from serving.catalog import CatalogError, load_catalog
 
@@ -177,6 +182,7 @@ def kuberay(  # noqa: PLR0917
     image: Annotated[str | None, typer.Option(help="Container image with Ray Serve LLM and vLLM.")] = None,
 ) -> None:
     """Write a KubeRay RayService for the catalog, validated against the RayService CRD schema."""
+    _quiet_vllm()
     from serving.catalog import CatalogError, load_catalog
     from serving.kuberay import DEFAULT_IMAGE, KubeRayError, render_manifest
 

@@ -8,8 +8,6 @@ persistent volume claim mounted in every pod (the converted GRACE checkpoint liv
 models exist only where they were built and are refused.
 """
 
-# ruff: noqa: PLC0415 - ray, vLLM and Serve are imported where used: they take seconds to import
-
 from __future__ import annotations
 
 import copy

@@ -6,8 +6,6 @@ state so ``status`` and ``down`` work from another process. ``down`` stops only 
         ...  # stack.endpoint serves /v1/chat/completions and /m3bench/info
 """
 
-# ruff: noqa: PLC0415 - ray, vLLM and Serve are imported where used: they take seconds to import
-
 from __future__ import annotations
 
 import datetime as dt
@@ -39,6 +37,7 @@ from serving.app import (
 from serving.catalog import Catalog, CatalogError, load_catalog
 from serving.stack.cluster import LocalRayCluster, NodeSpec
 from serving.stack.ports import PortPlan
+from serving.stack.smoke import chat_body, image_data_url, stream_chat
 from serving.stack.state import StackState, default_state_dir, write_info
 
 Progress = Callable[[str], None]
@@ -113,6 +112,8 @@ class ServeStack:
                 "run `m3bench serve down` first or pass another --state-dir"
             )
         StackState.remove(self.state_dir)
+        if self.config.address is None:  # fail before the slow steps (building models, starting Ray)
+            self.config.ports.check_free(self.config.nodes)
         base_dir = self.catalog_file.parent if self.catalog_file else None
         self.say(f"checking catalog {self.catalog.name!r} ({len(self.catalog.models)} models)")
         models = resolve_models(self.catalog, base_dir, build=True)
@@ -204,10 +205,21 @@ class ServeStack:
         finally:
             ray.shutdown()
         check_endpoint(state.endpoint, state.models)
+        self._warm_up(state.endpoint, state.models)
         state.ready = True
         state.save(self.state_dir)
         served = ", ".join(state.models)
         self.say(f"ready: {state.endpoint}/v1 serves {served}; info at {state.endpoint}{INFO_PATH}")
+
+    def _warm_up(self, endpoint: str, models: list[str]) -> None:
+        """One image + text streaming request per model: proves the path end to end and takes the
+        engine's first-request costs (processor and kernel warm-up) out of any measurement."""
+        image = image_data_url()
+        for model in models:
+            result = stream_chat(endpoint, chat_body(model, image, max_tokens=8), timeout_s=300)
+            if not result.ok:
+                raise ServeError(f"model {model!r} does not answer an image chat request: {result.error}")
+            self.say(f"warm-up {model}: first token after {result.ttft_s or 0:.2f} s")
 
     def _wait_ready(self) -> None:
         from ray import serve
