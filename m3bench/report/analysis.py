@@ -22,6 +22,11 @@ from m3bench.report.sweeps import LoadedSweep
 
 REPORT_SCHEMA_VERSION = 1
 VERDICT_KEYS = ("pass", "fail", "error", "timeout", "ungraded", "graded")
+PLANNING_NOTES = {
+    "lower_bound": "the per-replica rate is a lower bound, so the replica count is an upper bound",
+    "below_range": "no measured level meets the SLOs: sweep lower loads or relax the SLOs",
+    "no_levels": "no valid load level to plan from",
+}
 # (label, section, key): what the planner check predicts from 1 replica and measures at N.
 CHECKED = (("rate at SLO", "sustainable", "rate"), ("capacity", "saturation", "capacity"))
 
@@ -190,9 +195,11 @@ def _planning(model_sweeps: list[dict[str, Any]], options: ReportOptions) -> dic
         if options.target_rate is not None
         else None
     )
+    bound = base["sustainable"]["bound"]
     return {
         "basis": base["label"],
-        "bound": base["sustainable"]["bound"],
+        "bound": bound,
+        "note": PLANNING_NOTES.get(bound, ""),
         "rate_per_replica": base["sustainable"]["rate_per_replica"],
         "target_rate": options.target_rate,
         "headroom": options.headroom,
@@ -282,6 +289,7 @@ def _check(models: list[dict[str, Any]], options: ReportOptions) -> list[dict[st
                         "error": quantity(error, "fraction", FORMULAS["prediction_error"]),
                         "tolerance": options.check_tolerance,
                         "within_tolerance": None if error is None else abs(error) <= options.check_tolerance,
+                        "conclusive": error is not None and not caveats,
                         "caveats": caveats,
                     }
                 )

@@ -16,10 +16,10 @@ from typing import Literal
 
 FORMULAS = {
     "throughput": "ok measure-phase requests / measure window (s)",
-    "saturation_open": "first open-loop level with throughput / offered rate < {follow:g}",
+    "saturation_open": "first open-loop level with throughput / offered rate < saturation_follow",
     "saturation_closed": (
         "first closed-loop level whose throughput elasticity ((X_i - X_i-1) / X_i-1) / "
-        "((c_i - c_i-1) / c_i-1) < {elasticity:g}"
+        "((c_i - c_i-1) / c_i-1) < saturation_elasticity"
     ),
     "capacity": "max throughput over the sweep's levels (a lower bound when no level saturated)",
     "sustainable_rate": (
@@ -154,12 +154,12 @@ def saturation(levels: Sequence[Level], follow: float = 0.9, elasticity: float =
         return Saturation(False, None, None, None, "no level completed a request")
     capacity = max(level.throughput or 0.0 for level in ordered)
     if ordered[0].mode == "open":
-        rule = FORMULAS["saturation_open"].format(follow=follow)
+        rule = FORMULAS["saturation_open"].replace("saturation_follow", f"{follow:g}")
         for level in ordered:
             if (level.follow or 0.0) < follow:
                 return Saturation(True, level.stage, level.offered, capacity, rule)
         return Saturation(False, None, None, capacity, rule)
-    rule = FORMULAS["saturation_closed"].format(elasticity=elasticity)
+    rule = FORMULAS["saturation_closed"].replace("saturation_elasticity", f"{elasticity:g}")
     for previous, level in itertools.pairwise(ordered):
         before, after = previous.throughput or 0.0, level.throughput or 0.0
         if before <= 0 or level.offered <= previous.offered:

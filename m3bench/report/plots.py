@@ -84,7 +84,9 @@ def model_latency(model: dict[str, Any], options: dict[str, Any]) -> bytes:
             ax.set_title(f"{title} (ms)")
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
-    _legend(axes[0][0], fontsize=7, loc="best")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncol=min(6, len(labels)), fontsize=8)
     figure.suptitle(f"{model['model']}: latency against load (x: excluded level; dotted: rate at SLO)")
     return _png(figure)
 
@@ -165,10 +167,11 @@ def accuracy_by_language(models: list[dict[str, Any]]) -> bytes:
             for language in languages
         ]
         positions = [i + number * width for i in range(len(languages))]
-        ax.bar(positions, values, width=width, label=model["model"])
+        bars = ax.bar(positions, values, width=width, label=model["model"])
+        ax.bar_label(bars, fmt="%.0f%%", fontsize=7)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(languages))], languages)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
     ax.set_title("accuracy by language (pass / graded)")
     _legend(ax, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
@@ -191,7 +194,8 @@ def planner_check(rows: list[dict[str, Any]]) -> bytes:
             ax.annotate(f"{error:+.0%}", (position, top), ha="center", va="bottom", fontsize=9)
     ax.set_xticks(positions, labels, fontsize=8)
     ax.set_ylabel("requests/s")
+    ax.set_ylim(0, max([*predicted, *measured, 1e-9]) * 1.2)
     ax.set_title("planner check: predicted versus measured")
-    _legend(ax, fontsize=8)
+    _legend(ax, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     ax.grid(alpha=0.3, axis="y")
     return _png(figure)

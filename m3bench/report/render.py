@@ -32,6 +32,10 @@ def _num(value: float | None, digits: int = 2) -> str:
     return DASH if value is None else f"{value:.{digits}f}"
 
 
+def _rate(value: float | None) -> str:
+    return DASH if value is None else f"{value:.2f} req/s"
+
+
 def _pct(value: float | None, digits: int = 1) -> str:
     return DASH if value is None else f"{value * 100:.{digits}f}%"
 
@@ -55,6 +59,13 @@ def _bound(bound: str) -> str:
     }.get(bound, bound)
 
 
+def _describe(value: object) -> str:
+    """A machine description: a line as is, a mapping as key=value pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={item}" for key, item in value.items())
+    return str(value)
+
+
 def _md_cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -69,7 +80,16 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(
-        ms=_ms, num=_num, pct=_pct, usd=_usd, signed_pct=_signed_pct, bound=_bound, md=_md_cell, slug=slug
+        ms=_ms,
+        num=_num,
+        rate=_rate,
+        pct=_pct,
+        usd=_usd,
+        signed_pct=_signed_pct,
+        bound=_bound,
+        md=_md_cell,
+        slug=slug,
+        describe=_describe,
     )
     env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     return env

@@ -176,6 +176,7 @@ def test_report_from_real_runs_renders_in_chromium(results: Path, tmp_path: Path
     assert model_a["planning"]["replicas_for_target"]["value"] >= 1
     assert {row["quantity"] for row in doc["planner_check"]} == {"rate at SLO", "capacity"}
     assert all(row["predicted"]["value"] and row["measured"]["value"] for row in doc["planner_check"])
+    assert not any(row["conclusive"] for row in doc["planner_check"])  # lower bounds on both sides
 
     page = results / "report/report.html"
     shot = tmp_path / "report.png"

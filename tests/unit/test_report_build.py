@@ -155,6 +155,10 @@ def test_numbers_trace_to_records(results: tuple[Path, dict[str, list[float]]]) 
     assert check["predicted"]["value"] == pytest.approx(2 * expected)
     assert check["measured"]["value"] == pytest.approx(measured)
     assert check["error"]["value"] == pytest.approx((2 * expected - measured) / measured)
+    assert check["conclusive"] is True  # both rates interpolated, neither a bound
+    capacity = next(row for row in doc["planner_check"] if row["quantity"] == "capacity")
+    assert capacity["conclusive"] is False  # the 1-replica sweep never saturated: a lower bound
+    assert "lower bound" in capacity["caveats"][0]
     # Pareto: b is faster but less accurate than a: both on the front
     assert {row["model"]: row["on_front"] for row in doc["comparison"]["rows"]} == {"m-a": True, "m-b": True}
     assert doc["observability"]["panels"] == ["panel-load-test"]
