@@ -33,7 +33,12 @@ def _over_range_quantile(q: float, spec: client.MetricSpec) -> str:
 def comparison_queries() -> list[Q]:
     """A: accuracy, B: p99 E2E, C: p99 TTFT, D: requests; one row per run, model and language."""
     return [
-        Q(f"last_over_time({rules.ACCURACY_BY_LANGUAGE}{run_model_language()}[$__range])", instant=True),
+        # max by: the same labels as B-D and no __name__ (last_over_time keeps it), so "merge" joins rows
+        Q(
+            f"max by ({BY_LANGUAGE}) "
+            f"(last_over_time({rules.ACCURACY_BY_LANGUAGE}{run_model_language()}[$__range]))",
+            instant=True,
+        ),
         Q(_over_range_quantile(0.99, client.E2E), instant=True),
         Q(_over_range_quantile(0.99, client.TTFT), instant=True),
         Q(
@@ -90,7 +95,14 @@ def build() -> sdk.Dashboard:
     )
     board = board.with_panel(
         with_targets(
-            bars, [Q(f"last_over_time({rules.ACCURACY}{run_model()}[$__range])", "{{model}}", instant=True)]
+            bars,
+            [
+                Q(
+                    f"max by (run_id, model) (last_over_time({rules.ACCURACY}{run_model()}[$__range]))",
+                    "{{model}}",
+                    instant=True,
+                )
+            ],
         )
     )
     board = board.with_panel(

@@ -40,8 +40,8 @@ def push(
     url: str, token: str, documents: Mapping[str, dict[str, Any]], folder_uid: str = FOLDER_UID
 ) -> list[str]:
     """Create the folder if missing, then create or overwrite each dashboard; the pushed uids."""
-    from grafana_client.api import GrafanaApi  # noqa: PLC0415 - an optional dependency (the report extra)
-    from grafana_client.client import GrafanaClientError, GrafanaException  # noqa: PLC0415
+    from grafana_client.api import GrafanaApi
+    from grafana_client.client import GrafanaClientError, GrafanaException
 
     api = GrafanaApi.from_url(url, credential=token, timeout=15.0)
     try:

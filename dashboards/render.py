@@ -102,13 +102,19 @@ def _scatter(axes: Any, prometheus: Client, panel: dict[str, Any], window: Windo
     columns = {}
     for ref in ("A", "B"):
         columns[ref] = {
-            tuple(sorted(r["metric"].items())): float(r["value"][1])
+            tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")): float(r["value"][1])
             for r in run_query(prometheus, targets[ref], True, window)
         }
     points = [(columns["B"][k], columns["A"][k], dict(k)) for k in columns["A"] if k in columns["B"]]
-    for x, y, labels in points:
-        axes.scatter([x * 1000], [y], s=60)
-        axes.annotate(f"{labels.get('model', '')} / {labels.get('language', '')}", (x * 1000, y), fontsize=8)
+    runs = {labels.get("run_id") for _, _, labels in points}
+    markers = "osD^v<>p*h"
+    for index, (x, y, labels) in enumerate(sorted(points, key=lambda p: sorted(p[2].items()))):
+        name = f"{labels.get('model', '')} / {labels.get('language', '')}"
+        if len(runs) > 1:
+            name += f" ({labels.get('run_id')})"
+        axes.scatter([x * 1000], [y], s=70, marker=markers[index % len(markers)], label=name, alpha=0.85)
+    if points:
+        axes.legend(fontsize=8, loc="best")
     axes.set_xlabel("p99 end-to-end latency (ms)")
     axes.set_ylabel("accuracy (pass / graded)")
     axes.set_ylim(-0.05, 1.05)

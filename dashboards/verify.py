@@ -12,10 +12,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from dashboards import promql, rules
+from loadgen import metric_names as client
 
 RATIO_UNITS = {"percentunit"}
 EPSILON = 1e-9
@@ -48,14 +49,38 @@ class Window:
     end: float
     variables: Mapping[str, str] = field(default_factory=dict)
     step: float = 2.0
+    scrape_interval_s: float = 1.0
 
     @property
     def range(self) -> str:
         return f"{math.ceil(self.end - self.start)}s"
 
     def values(self) -> dict[str, str]:
-        """Grafana's built-in variables for this range, then the template variables."""
-        return {"__range": self.range, "__interval": f"{self.step:g}s", **self.variables}
+        """Grafana's built-in variables for this range (``$__rate_interval`` as Grafana computes it:
+        max(interval + scrape interval, 4 x scrape interval)), then the template variables."""
+        rate_interval = max(self.step + self.scrape_interval_s, 4 * self.scrape_interval_s)
+        return {
+            "__range": self.range,
+            "__interval": f"{self.step:g}s",
+            "__rate_interval": f"{math.ceil(rate_interval)}s",
+            **self.variables,
+        }
+
+
+def run_span(prometheus: Client, window: Window, run_regex: str, margin_s: float = 2.0) -> Window:
+    """The part of ``window`` in which the runs ``run_regex`` matches have client series."""
+    step = max(1.0, (window.end - window.start) / 5000)
+    result = prometheus.query_range(
+        f'count({client.REQUESTS.name}_total{{run_id=~"{run_regex}"}})', window.start, window.end, step
+    )
+    times = [float(t) for series in result for t, _ in series["values"]]
+    if not times:
+        raise ValueError(
+            f"no client series of run {run_regex!r} between {window.start:.0f} and {window.end:.0f}"
+        )
+    return replace(
+        window, start=max(window.start, min(times) - margin_s), end=min(window.end, max(times) + margin_s)
+    )
 
 
 @dataclass

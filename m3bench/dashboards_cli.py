@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from dashboards.verify import Window
+from dashboards.verify import Window, run_span
+from m3bench.stack.prometheus import PrometheusClient, PrometheusError, RunWindow
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -16,17 +17,22 @@ app = typer.Typer(
 )
 
 
-def _window(window: Path, run: str | None) -> tuple[Window, str]:
-    """A run window file -> (query window with template variable values, Prometheus URL)."""
-    from m3bench.stack.prometheus import PrometheusError, RunWindow  # noqa: PLC0415
-
+def _window(window: Path, run: str | None, prometheus: str | None) -> tuple[Window, PrometheusClient]:
+    """A run window file -> (query window with template variable values, Prometheus client); with
+    ``run``, the window narrows to where that run's client series exist."""
     try:
         recorded = RunWindow.load(window)
     except PrometheusError as e:
         raise typer.BadParameter(str(e), param_hint="--window") from None
-    variables = {"run": run or ".*", "model": ".*", "language": ".*", "__rate_interval": "4s"}
+    client = PrometheusClient(prometheus or recorded.prometheus_url or "http://127.0.0.1:9090")
+    variables = {"run": run or ".*", "model": ".*", "language": ".*"}
     query_window = Window(recorded.start, recorded.end or time.time(), variables)
-    return query_window, recorded.prometheus_url or "http://127.0.0.1:9090"
+    if run:
+        try:
+            query_window = run_span(client, query_window, run)
+        except (PrometheusError, ValueError) as e:
+            raise typer.BadParameter(str(e), param_hint="--run") from None
+    return query_window, client
 
 
 @app.command("build")
@@ -38,7 +44,7 @@ def build_command(
     deploy_dir: Annotated[Path | None, typer.Option(help="Where prometheus.yml and rules/ go")] = None,
 ) -> None:
     """Generate dashboard JSON, Grafana provisioning, prometheus.yml and the rule files from code."""
-    from dashboards import build, deploy  # noqa: PLC0415 - keeps `m3bench --help` fast
+    from dashboards import build, deploy
 
     targets = [
         (deploy.generated_dashboards(), dashboards_dir or build.PACKAGE_DIR),
@@ -69,11 +75,9 @@ def verify_command(
     prometheus: Annotated[str | None, typer.Option(help="Prometheus URL (default: the window's)")] = None,
 ) -> None:
     """Run every panel query and recording rule against Prometheus over a run's time range."""
-    from dashboards import build, verify  # noqa: PLC0415
-    from m3bench.stack.prometheus import PrometheusClient, PrometheusError  # noqa: PLC0415
+    from dashboards import build, verify
 
-    query_window, url = _window(window, run)
-    client = PrometheusClient(prometheus or url)
+    query_window, client = _window(window, run, prometheus)
     try:
         outcomes = verify.check_panels(client, build.load_committed(), query_window)
         outcomes += verify.check_rules(client, query_window)
@@ -98,17 +102,12 @@ def render_command(
     ] = False,
 ) -> None:
     """Draw dashboard panels as PNGs from Prometheus range queries (matplotlib; no Grafana needed)."""
-    from dashboards import build, render  # noqa: PLC0415
-    from m3bench.stack.prometheus import PrometheusClient, PrometheusError  # noqa: PLC0415
+    from dashboards import build, render
 
-    query_window, url = _window(window, run)
+    query_window, client = _window(window, run, prometheus)
     try:
         paths = render.render_dashboards(
-            PrometheusClient(prometheus or url),
-            build.load_committed(),
-            query_window,
-            out,
-            every_panel=every_panel,
+            client, build.load_committed(), query_window, out, every_panel=every_panel
         )
     except PrometheusError as e:
         raise typer.BadParameter(str(e)) from None
@@ -125,7 +124,7 @@ def push_command(
     folder: Annotated[str, typer.Option(help="Grafana folder uid")] = "m3bench",
 ) -> None:
     """Create or overwrite the dashboards in a Grafana (token from the environment or a file, never argv)."""
-    from dashboards import build, push  # noqa: PLC0415
+    from dashboards import build, push
 
     try:
         pushed = push.push(url, push.read_token(token_file), build.load_committed(), folder)
@@ -144,7 +143,7 @@ def prometheus_command(
     results_dir: Annotated[Path | None, typer.Option(help="Where prometheus_window.json goes")] = None,
 ) -> None:
     """Run a local Prometheus in the foreground until Ctrl-C; the run window is recorded on exit."""
-    from m3bench.stack.prometheus import PrometheusConfig, PrometheusError, PrometheusServer  # noqa: PLC0415
+    from m3bench.stack.prometheus import PrometheusConfig, PrometheusError, PrometheusServer
 
     server = PrometheusServer(
         PrometheusConfig(ray_temp_dir=ray_temp_dir), data_dir, port, results_dir=results_dir or data_dir

@@ -2,12 +2,13 @@
 
 The embedded stack (Ray Serve + vLLM on the tiny INT4 LLaVA) serves a short open-loop and a short
 closed-loop load from the real load generator while a local Prometheus scrapes Ray's exporter and every
-Locust process. Then every panel query of every dashboard (template variables expanded as Grafana would)
-and every recording rule must return data over the runs' time range, and the data must be sane:
-p99 >= p90 >= p50 at every instant, ratios (accuracy, error, goodput, cache hits, KV usage) in [0, 1],
-no negative rates, and the client's TTFT median not below the engine's for the same requests (within
-histogram resolution, see dashboards/compare.py). Set M3BENCH_PANELS_OUT=docs/images/panels to also
-write the key panel renders there.
+Locust process; a third short run against the calibration server adds a second model whose answers
+pass grading (the tiny model's do not), so the comparison panels compare two models. Then every panel
+query of every dashboard (template variables expanded as Grafana would) and every recording rule must
+return data over the runs' time range, and the data must be sane: p99 >= p90 >= p50 at every instant,
+ratios (accuracy, error, goodput, cache hits, KV usage) in [0, 1], no negative rates, and the client's
+TTFT median not below the engine's for the same requests (within histogram resolution, see
+dashboards/compare.py). Set M3BENCH_PANELS_OUT=docs/images/panels to also write the key panel renders.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from dashboards import build, compare, render, verify
+from dashboards import build, compare, render, rules, verify
 from dashboards import server_metric_names as server
+from loadgen.calibration.launch import calibration_server
 from loadgen.calibration.tasks import write_calibration_tasks
 from loadgen.profile import Profile, RunConfig
 from loadgen.run import run_load
@@ -34,6 +36,7 @@ from serving.stack import PortPlan, ServeStack, StackConfig
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "tiny-llava-awq"
+CALIBRATED = "calib-echo"  # the calibration server: programmed timing, answers that pass
 RUNS = {
     "open": {"rate": 3, "warmup_s": 1, "measure_s": 6, "cooldown_s": 1},
     "closed": {"concurrency": 3, "warmup_s": 1, "measure_s": 6, "cooldown_s": 1},
@@ -52,7 +55,15 @@ def _chat(endpoint: str) -> None:
         assert reply.status == 200
 
 
-def _load(endpoint: str, tasks: Path, out: Path, prometheus: PrometheusServer, mode: str, run_id: str) -> Any:
+def _load(
+    endpoint: str,
+    tasks: Path,
+    out: Path,
+    prometheus: PrometheusServer,
+    mode: str,
+    run_id: str,
+    model: str = MODEL,
+) -> Any:
     profile = Profile.model_validate(
         {
             "mode": mode,
@@ -63,7 +74,7 @@ def _load(endpoint: str, tasks: Path, out: Path, prometheus: PrometheusServer, m
         }
     )
     config = RunConfig(
-        endpoint=endpoint, tasks=tasks, models=[MODEL], profile=profile, out_dir=out, run_id=run_id
+        endpoint=endpoint, tasks=tasks, models=[model], profile=profile, out_dir=out, run_id=run_id
     )
     return run_load(config)
 
@@ -76,6 +87,7 @@ def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: 
     tasks = write_calibration_tasks(tmp_path / "tasks", per_language=2, languages=("en", "zh"), max_tokens=12)
     config = PrometheusConfig(ray_temp_dir=ray_temp, rule_window="10s")
     runs = {mode: f"obs-{mode}-{base}" for mode in RUNS}
+    calibrated_run = f"obs-calib-{base}"
     with PrometheusServer(
         config, tmp_path / "prometheus", free_port(), results_dir=tmp_path, run_id="obs"
     ) as prom:
@@ -93,12 +105,22 @@ def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: 
                 result = _load(stack.endpoint, tasks, tmp_path / "load", prom, mode, run_id)
                 assert result.records > 0
                 assert result.summary["by_status"]["ok"] == result.records
+            with calibration_server("--ttft-ms", "40", "--itl-ms", "5", "--models", CALIBRATED) as calibrated:
+                result = _load(
+                    calibrated.url, tasks, tmp_path / "load", prom, "open", calibrated_run, CALIBRATED
+                )
+                assert result.summary["by_status"]["ok"] == result.records
             end = time.time()
             time.sleep(4)  # the engine's last export, its scrape, and one rule evaluation
             window = verify.Window(
                 start,
                 end + 3,
-                {"run": "|".join(runs.values()), "model": ".*", "language": ".*", "__rate_interval": "4s"},
+                {
+                    "run": "|".join([*runs.values(), calibrated_run]),
+                    "model": ".*",
+                    "language": ".*",
+                    "__rate_interval": "4s",
+                },
                 step=1.0,
             )
             documents = build.load_committed()
@@ -113,6 +135,12 @@ def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: 
                 for name in ("run_id", "model", "language")
             }
             problems = verify.failures(outcomes) + verify.quantile_order(prom.client, window)
+            accuracy = {
+                row["metric"]["model"]: float(row["value"][1])
+                for row in prom.query(
+                    f"max by (model) (last_over_time({rules.ACCURACY}[{window.range}]))", at=window.end
+                )
+            }
             out_dirs = [tmp_path / "panels"] + [
                 Path(p) for p in [os.environ.get("M3BENCH_PANELS_OUT", "")] if p
             ]
@@ -129,10 +157,12 @@ def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: 
             ]
     assert problems == [], "\n".join(problems)
     assert len(outcomes) > 80  # every panel target and every rule ran
-    assert set(runs.values()) <= set(variables["run_id"])
-    assert MODEL in variables["model"]
+    assert {*runs.values(), calibrated_run} <= set(variables["run_id"])
+    assert {MODEL, CALIBRATED} <= set(variables["model"])
     assert {"en", "zh"} <= set(variables["language"])
-    assert [row.model for row in side_by_side] == [MODEL]
+    assert [row.model for row in side_by_side] == [MODEL]  # the calibration server has no engine metrics
+    assert accuracy[CALIBRATED] == 1.0
+    assert 0.0 <= accuracy[MODEL] <= 1.0
     for row in side_by_side:
         assert row.consistent, row
         assert row.client_count >= sum(RUNS[m].get("measure_s", 0) for m in RUNS)  # both runs were scraped
