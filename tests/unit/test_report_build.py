@@ -219,6 +219,11 @@ def test_cli_errors_are_one_line(
     code, err = _cli(monkeypatch, capsys, str(tmp_path))
     assert (code, err.count("\n")) == (2, 1)
     assert "records.jsonl is missing" in err
+    index["sweeps"][0]["run_dir"] = "../elsewhere"
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    code, err = _cli(monkeypatch, capsys, str(tmp_path))
+    assert (code, err.count("\n")) == (2, 1)
+    assert "outside" in err
     code, err = _cli(monkeypatch, capsys, str(tmp_path), "--slo-itl-p99", "0.1", "--slo-tpot-p99", "0.1")
     assert (code, err.count("\n")) == (2, 1)
     assert "at most one" in err
