@@ -46,6 +46,8 @@ def build_command(
     """Generate dashboard JSON, Grafana provisioning, prometheus.yml and the rule files from code."""
     from dashboards import build, deploy
 
+    if not deploy.IN_SOURCE_TREE and (dashboards_dir is None or deploy_dir is None):
+        raise typer.BadParameter("not a source checkout: pass --dashboards-dir and --deploy-dir")
     targets = [
         (deploy.generated_dashboards(), dashboards_dir or build.PACKAGE_DIR),
         (deploy.generated(), deploy_dir or deploy.DEPLOY_DIR),
