@@ -55,3 +55,7 @@ def main() -> None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(int(getattr(e, "exit_code", 2)) or 2)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -112,7 +112,7 @@ def run(model_dir: str, max_tokens: int, decode_requests: int, max_model_len: in
         limit_mm_per_prompt={"image": 1},
     )
     start_s = time.perf_counter() - t0
-    messages = [
+    messages: list[Any] = [
         {
             "role": "user",
             "content": [
@@ -144,7 +144,7 @@ def run(model_dir: str, max_tokens: int, decode_requests: int, max_model_len: in
     )
     if decode_requests:
         fixed = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-        batch = [messages] * decode_requests
+        batch: list[Any] = [messages] * decode_requests
         llm.chat(batch, fixed, use_tqdm=False)  # warm-up at this batch size
         t1 = time.perf_counter()
         outs = llm.chat(batch, fixed, use_tqdm=False)
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # apply_model sends a function
     # Run through the importable module, not __main__: apply_model pickles functions by reference.
-    from serving import probe  # noqa: PLW0406 - the importable module, see above
+    from serving import probe
 
     result = probe.run(args.model_dir, args.max_tokens, args.decode_requests, args.max_model_len)
     args.out.write_text(json.dumps(asdict(result)))

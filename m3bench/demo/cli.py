@@ -15,7 +15,7 @@ from m3bench.demo.settings import PRESETS, DemoSettings
 err = Console(stderr=True)
 
 
-def demo(
+def demo(  # noqa: PLR0917 - Typer options
     preset: Annotated[
         str, typer.Option(help="full (the README's run) or quick (the CI end-to-end run).")
     ] = "full",
@@ -25,6 +25,9 @@ def demo(
     ] = None,
     concurrency: Annotated[list[int] | None, typer.Option(help="Closed-loop levels (repeat).")] = None,
     measure_s: Annotated[float | None, typer.Option(help="Measured seconds per level.")] = None,
+    scale: Annotated[
+        bool, typer.Option(help="Also sweep one INT4 model at 2 replicas (planner check).")
+    ] = True,
 ) -> None:
     """Build the embedded models and task set, serve them on a 2-node Ray cluster, sweep load with
     Locust, grade, and write records, summaries, dashboards and a capacity-planning report."""
@@ -33,8 +36,10 @@ def demo(
     values: dict[str, Any] = {**PRESETS[preset], "results_root": results}
     if models:
         values["models"] = models
-        if "scale_model" not in values and models and DemoSettings().scale_model not in models:
+        if scale and DemoSettings().scale_model not in models:
             values["scale_model"] = next((m for m in models if not m.endswith("bf16")), None)
+    if not scale:
+        values["scale_model"] = None
     if concurrency:
         values["concurrencies"] = concurrency
     if measure_s is not None:
@@ -42,8 +47,10 @@ def demo(
     try:
         settings = DemoSettings.model_validate(values)
     except ValidationError as e:
-        first = e.errors()[0]
-        raise typer.BadParameter(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        detail = e.errors()[0]
+        where = ".".join(map(str, detail["loc"]))
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        raise typer.BadParameter(f"{where}: {message}" if where else message) from None
 
     from m3bench.demo.run import Demo
 
@@ -55,7 +62,7 @@ def demo(
         err.print(f"[red]interrupted[/]: everything started was stopped; records kept in {run.results}")
         raise typer.Exit(130) from None
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__  # one line, never a traceback
         err.print(f"[red]error[/]: {type(e).__name__}: {first} (partial results in {run.results})")
         raise typer.Exit(1) from None
     err.print(f"[bold green]done[/] in {time.monotonic() - t0:.0f} s: {out}/report/report.html")

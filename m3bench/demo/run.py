@@ -106,11 +106,11 @@ class Demo:
         self.phase_s: dict[str, float] = {}
 
     def _phase(self, name: str, fn: Callable[[], Any]) -> Any:
-        self.say(f"[{name}] start")
+        self.say(f"== {name}")
         t0 = time.perf_counter()
         out = fn()
         self.phase_s[name] = round(time.perf_counter() - t0, 1)
-        self.say(f"[{name}] done in {self.phase_s[name]:.0f} s")
+        self.say(f"== {name}: done in {self.phase_s[name]:.0f} s")
         return out
 
     def run(self) -> Path:
@@ -166,7 +166,7 @@ class Demo:
         return prom
 
     def _ray_temp_dir(self) -> Path:
-        return Path(f"/tmp/m3bench-ray-{self.settings.serve_port_base}")  # noqa: S108 - short socket paths
+        return Path(f"/tmp/m3bench-ray-{self.settings.serve_port_base}")
 
     def _start_serving(self, stack: ExitStack, catalog_path: Path) -> Any:
         from serving.stack import PortPlan, ServeStack, StackConfig
@@ -190,7 +190,7 @@ class Demo:
 
     def _sweep_all(self, endpoint: str, tasks_dir: Path, prom: Any, sweeps: list[dict[str, Any]]) -> None:
         from loadgen.profile import Profile, RunConfig
-        from loadgen.run import run_load
+        from loadgen.run import format_progress, run_load
 
         targets = [(m, m, 1) for m in self.settings.models]
         if self.settings.scale_model:
@@ -212,7 +212,15 @@ class Demo:
                 out_dir=self.results / "load",
                 run_id=run_id,
             )
-            result = run_load(config, progress=self.say)
+            last: list[str] = [""]
+
+            def progress(status: dict[str, Any], last: list[str] = last) -> None:
+                line = format_progress(status)
+                if line and line != last[0]:  # the status file is polled every second
+                    last[0] = line
+                    self.say(line)
+
+            result = run_load(config, progress=progress)
             family, quant = model.rsplit("-", 1)
             sweeps.append(
                 {
@@ -229,6 +237,8 @@ class Demo:
                 }
             )
             self.say(f"sweep {served}: {result.records} records")
+            if "interrupted" in result.warnings:  # run_load stops its processes and returns on Ctrl-C
+                raise KeyboardInterrupt
 
     def _dashboards(self, prom: Any) -> None:
         from dashboards.build import build_all, dump

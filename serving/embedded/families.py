@@ -57,6 +57,13 @@ QWEN_MIN_PIXELS = 16 * 28 * 28
 QWEN_MAX_PIXELS = 256 * 28 * 28
 
 
+def _transformers() -> Any:
+    """transformers, imported late (seconds) and untyped: its classes resolve lazily at runtime."""
+    import transformers
+
+    return transformers
+
+
 def special_tokens(family: ModelFamily) -> list[str]:
     return LLAVA_SPECIALS if family.architecture.startswith("Llava") else QWEN_SPECIALS
 
@@ -64,10 +71,10 @@ def special_tokens(family: ModelFamily) -> list[str]:
 def hf_config(family: ModelFamily, tok: Tokenizer) -> Any:
     """The transformers config object for the family (serialised with its own ``to_dict``)."""
     t = family.text
+    tf = _transformers()
+    cfg: Any
     if family.architecture.startswith("Llava"):
-        from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-        text = LlamaConfig(
+        text = tf.LlamaConfig(
             vocab_size=VOCAB_SIZE,
             hidden_size=t.hidden,
             intermediate_size=t.intermediate,
@@ -80,7 +87,7 @@ def hf_config(family: ModelFamily, tok: Tokenizer) -> Any:
             pad_token_id=tok.token_to_id("<pad>"),
             tie_word_embeddings=False,
         )
-        vision = CLIPVisionConfig(
+        vision = tf.CLIPVisionConfig(
             hidden_size=family.vision_hidden,
             intermediate_size=family.vision_intermediate,
             num_hidden_layers=family.vision_layers,
@@ -90,7 +97,7 @@ def hf_config(family: ModelFamily, tok: Tokenizer) -> Any:
             projection_dim=t.hidden,
             hidden_act="quick_gelu",
         )
-        cfg = LlavaConfig(
+        cfg = tf.LlavaConfig(
             vision_config=vision,
             text_config=text,
             image_token_index=tok.token_to_id("<image>"),
@@ -100,9 +107,7 @@ def hf_config(family: ModelFamily, tok: Tokenizer) -> Any:
             tie_word_embeddings=False,
         )
     else:
-        from transformers import Qwen2VLConfig
-
-        cfg = Qwen2VLConfig(
+        cfg = tf.Qwen2VLConfig(
             vision_config={
                 "depth": family.vision_layers,
                 "embed_dim": family.vision_hidden,
@@ -143,19 +148,17 @@ def hf_config(family: ModelFamily, tok: Tokenizer) -> Any:
 
 def save_processor(family: ModelFamily, tok: Tokenizer, out_dir: Path) -> None:
     """Tokenizer files, chat template and image-processor config, as transformers writes them."""
-    from transformers import PreTrainedTokenizerFast
-
+    tf = _transformers()
+    processor: Any
     if family.architecture.startswith("Llava"):
-        from transformers import CLIPImageProcessor, LlavaProcessor
-
-        fast = PreTrainedTokenizerFast(
+        fast = tf.PreTrainedTokenizerFast(
             tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
         )
-        image_processor = CLIPImageProcessor(
+        image_processor = tf.CLIPImageProcessor(
             size={"shortest_edge": family.image_size},
             crop_size={"height": family.image_size, "width": family.image_size},
         )
-        processor: Any = LlavaProcessor(
+        processor = tf.LlavaProcessor(
             image_processor=image_processor,
             tokenizer=fast,
             patch_size=family.patch_size,
@@ -165,22 +168,20 @@ def save_processor(family: ModelFamily, tok: Tokenizer, out_dir: Path) -> None:
             num_additional_image_tokens=1,
         )
     else:
-        from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
-
-        fast = PreTrainedTokenizerFast(
+        fast = tf.PreTrainedTokenizerFast(
             tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>"
         )
-        image_processor = Qwen2VLImageProcessor(
+        image_processor = tf.Qwen2VLImageProcessor(
             min_pixels=QWEN_MIN_PIXELS,
             max_pixels=QWEN_MAX_PIXELS,
             patch_size=family.patch_size,
             merge_size=2,
             temporal_patch_size=2,
         )
-        processor = Qwen2VLProcessor(
+        processor = tf.Qwen2VLProcessor(
             image_processor=image_processor,
             tokenizer=fast,
-            video_processor=Qwen2VLVideoProcessor(patch_size=family.patch_size, merge_size=2),
+            video_processor=tf.Qwen2VLVideoProcessor(patch_size=family.patch_size, merge_size=2),
             chat_template=QWEN_CHAT_TEMPLATE,
         )
     processor.save_pretrained(str(out_dir))

@@ -95,11 +95,13 @@ class TorchInt4CPULinearKernel(MPLinearKernel):
         x: torch.Tensor,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        out_shape = (*x.shape[:-1], layer.int4_packed.shape[0])
+        packed = getattr(layer, "int4_packed")
+        scale_and_offset = getattr(layer, "int4_scale_and_offset")
+        out_shape = (*x.shape[:-1], packed.shape[0])
         x2 = x.reshape(-1, x.shape[-1])
-        dtype = layer.int4_scale_and_offset.dtype
+        dtype = scale_and_offset.dtype
         y: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x2.to(dtype), layer.int4_packed, self.config.group_size, layer.int4_scale_and_offset
+            x2.to(dtype), packed, self.config.group_size, scale_and_offset
         )
         if bias is not None:
             y = y + bias

@@ -44,6 +44,8 @@ def _probe(model: BuiltModel, tmp: Path) -> dict[str, Any]:
 
 ALL = [f"{f}-{v}" for f in ("tiny-llava", "tiny-qwen2vl") for v in ("bf16", "awq", "gptq")]
 INT4 = [n for n in ALL if not n.endswith("bf16")]
+# One twin per layout, across both families (each twin costs an engine start, ~40 s).
+TWINS = ["tiny-llava-awq", "tiny-qwen2vl-gptq"]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -63,7 +65,7 @@ def test_model_generates_from_image_and_text(
         assert "TorchInt4CPULinearKernel" not in result["linear_kernels"]
 
 
-@pytest.mark.parametrize("name", INT4)
+@pytest.mark.parametrize("name", TWINS)
 def test_int4_logits_match_dequantized_twin(
     name: str, models: dict[str, BuiltModel], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -102,4 +104,5 @@ def test_without_the_plugin_int4_fails_on_avx2(models: dict[str, BuiltModel], tm
     op is missing and the first forward pass fails."""
     run = run_probe(models["tiny-qwen2vl-awq"].path, tmp_path / "x.json", backend="native", emulate_avx2=True)
     assert run.returncode != 0
-    assert "cpu_gemm_wna16" in run.stderr
+    errors = [line for line in run.stderr.splitlines() if "Error" in line][-5:]
+    assert "cpu_gemm_wna16" in run.stderr, "\n".join(errors)
