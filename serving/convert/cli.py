@@ -45,8 +45,8 @@ def grace(
     ] = "2GB",
 ) -> None:
     """Convert GRACE's AWQ-packed LLaVA-1.5 checkpoint into a llava-hf AWQ checkpoint vLLM serves."""
-    from serving.convert.grace import convert_grace  # noqa: PLC0415 - keeps `m3bench --help` fast
-    from serving.int4.checkpoint import CheckpointError  # noqa: PLC0415
+    from serving.convert.grace import convert_grace
+    from serving.int4.checkpoint import CheckpointError
 
     if not src.is_dir():
         raise typer.BadParameter(f"{src}: not a directory")

@@ -17,14 +17,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from serving.convert import grace_hf as hf
 from serving.convert.grace_layout import (
@@ -35,7 +31,6 @@ from serving.convert.grace_layout import (
     IGNORED_SUFFIXES,
     AwqMeta,
     ConversionError,
-    TensorInfo,
     TextSpec,
     check_awq_tensor,
     read_awq_meta,
@@ -43,7 +38,8 @@ from serving.convert.grace_layout import (
     source_name,
     target_name,
 )
-from serving.int4.checkpoint import read_config
+from serving.convert.safetensors_io import OutTensor, TensorInfo, read_tensor, write_file
+from serving.int4.checkpoint import CheckpointError, read_config
 
 Progress = Callable[[str], None]
 DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
@@ -196,18 +192,26 @@ def _shard_groups(plan: list[_Planned], max_bytes: int) -> list[list[_Planned]]:
     return groups
 
 
-def _load_checked(handle: Any, p: _Planned, stats: dict[str, int]) -> torch.Tensor:
-    t: torch.Tensor = handle.get_tensor(p.info.key)
+def _load_checked(p: _Planned, stats: dict[str, int]) -> torch.Tensor:
+    try:
+        t = read_tensor(p.info)
+    except CheckpointError as e:
+        raise ConversionError(str(e)) from e
     if p.info.dtype in FLOAT_DTYPES and not bool(torch.isfinite(t).all()):
         raise ConversionError(f"{p.info.key}: holds NaN or infinite values")
     if p.info.key.endswith(".qzeros"):
         stats["asymmetric"] += int((t != -2004318072).sum())  # 0x88888888: eight zero points of 8
-    if p.grow is not None:
-        t = _grown(t, p.target, p.grow)
-    return t.contiguous()
+    return _grown(t, p.target, p.grow) if p.grow is not None else t
+
+
+def _out_tensor(p: _Planned, stats: dict[str, int]) -> OutTensor:
+    shape = p.info.shape if p.grow is None else (p.info.shape[0] + p.grow.rows, *p.info.shape[1:])
+    return OutTensor(p.target, p.info.dtype, shape, lambda: _load_checked(p, stats))
 
 
 def _write_shards(plan: list[_Planned], tmp: Path, max_bytes: int, say: Progress) -> tuple[int, int, bool]:
+    """Stream the planned tensors into shards of at most ``max_bytes``; returns (shards, bytes,
+    every zero point is 8)."""
     groups = _shard_groups(plan, max_bytes)
     names = (
         ["model.safetensors"]
@@ -217,20 +221,11 @@ def _write_shards(plan: list[_Planned], tmp: Path, max_bytes: int, say: Progress
     weight_map: dict[str, str] = {}
     stats = {"asymmetric": 0}
     total = 0
-    with ExitStack() as stack:
-        handles: dict[Path, Any] = {}
-        for name, group in zip(names, groups, strict=True):
-            tensors: dict[str, torch.Tensor] = {}
-            for p in group:
-                if p.info.file not in handles:
-                    handles[p.info.file] = stack.enter_context(safe_open(str(p.info.file), framework="pt"))
-                tensors[p.target] = _load_checked(handles[p.info.file], p, stats)
-                weight_map[p.target] = name
-            size = sum(t.nbytes for t in tensors.values())
-            total += size
-            save_file(tensors, str(tmp / name), metadata={"format": "pt"})
-            say(f"wrote {name} ({len(tensors)} tensors, {size / 1e9:.2f} GB)")
-            del tensors
+    for name, group in zip(names, groups, strict=True):
+        size = write_file(tmp / name, [_out_tensor(p, stats) for p in group])
+        weight_map.update(dict.fromkeys((p.target for p in group), name))
+        total += size
+        say(f"wrote {name} ({len(group)} tensors, {size / 1e9:.2f} GB)")
     if len(groups) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -274,9 +269,7 @@ def convert_grace(
         expected = hf.expected_shapes(cfg)
         plan, ignored, from_clip = _plan(headers, _clip_headers(vision), text, meta, expected, growth=growth)
         say(f"checked {len(plan)} tensors against the config; copying")
-        out_config = cfg.to_dict()
-        out_config.pop("transformers_version", None)
-        out_config["quantization_config"] = hf.quantization_config(meta)
+        out_config = hf.config_json(cfg, meta)
         (tmp / "config.json").write_text(json.dumps(out_config, indent=2, sort_keys=True) + "\n")
         for name in _COPIED_FILES:
             if (src / name).is_file():

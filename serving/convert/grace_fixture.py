@@ -330,3 +330,31 @@ def write_grace_checkpoint(
     (src / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     _write_tokenizer(src, min(d.vocab_size, 512))
     return GraceFixture(src=src, clip=clip)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serving.convert.grace_fixture DIR [--llava-7b]``: write a synthetic GRACE checkpoint
+    (``--llava-7b``: LLaVA-1.5-7B's shapes, random codes, the real release's vision tower name)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--llava-7b", action="store_true")
+    ap.add_argument("--shards", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.llava_7b:
+        fx = write_grace_checkpoint(
+            args.root,
+            LLAVA_15_7B,
+            shards=args.shards,
+            random_codes=True,
+            vision_tower_name="openai/clip-vit-large-patch14-336",
+        )
+    else:
+        fx = write_grace_checkpoint(args.root, shards=args.shards)
+    print(fx.src)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -179,6 +179,42 @@ def target_config(
     return cfg
 
 
+def config_json(cfg: Any, meta: AwqMeta) -> dict[str, Any]:
+    """config.json: transformers 5's serialization plus the keys transformers 4 reads (the H200 runs
+    vLLM 0.22 with transformers 4.57, which would otherwise take rope_theta's default)."""
+    out: dict[str, Any] = cfg.to_dict()
+    out.pop("transformers_version", None)
+    text = out["text_config"]
+    text["rope_theta"] = text["rope_parameters"]["rope_theta"]
+    text["rope_scaling"] = None
+    out["torch_dtype"] = out["dtype"]
+    out["quantization_config"] = quantization_config(meta)
+    return out
+
+
+def _transformers4_files(out: Path, src: Path) -> None:
+    """Make the processor files readable by transformers 4 as well: it takes the image processor from
+    preprocessor_config.json and the template from chat_template.json, and fails on the list form of
+    extra_special_tokens that transformers 5 writes."""
+    proc = json.loads((out / "processor_config.json").read_text())
+    image = proc.pop("image_processor", None)
+    if image is not None:
+        image["processor_class"] = proc.get("processor_class", "LlavaProcessor")
+        (out / "preprocessor_config.json").write_text(json.dumps(image, indent=2, sort_keys=True) + "\n")
+        (out / "processor_config.json").write_text(json.dumps(proc, indent=2, sort_keys=True) + "\n")
+    template = (out / "chat_template.jinja").read_text()
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": template}, indent=2) + "\n")
+    tok = json.loads((out / "tokenizer_config.json").read_text())
+    for key in ("extra_special_tokens", "backend", "is_local", "local_files_only"):
+        if key != "extra_special_tokens" or isinstance(tok.get(key), list):
+            tok.pop(key, None)
+    source_cfg = src / "tokenizer_config.json"
+    source = json.loads(source_cfg.read_text()) if source_cfg.is_file() else {}
+    for key, default in (("add_bos_token", True), ("add_eos_token", False), ("legacy", False)):
+        tok[key] = source.get(key, default)
+    (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=2, sort_keys=True) + "\n")
+
+
 def quantization_config(meta: AwqMeta) -> dict[str, Any]:
     return {
         "quant_method": "awq",
@@ -228,10 +264,11 @@ def save_processor(src: Path, out: Path, config: dict[str, Any], vision: VisionS
         patch_size=int(vision.config["patch_size"]),
         vision_feature_select_strategy=select_strategy(config),
         chat_template=GRACE_CHAT_TEMPLATE,
-        image_token="<image>",  # noqa: S106 - a token, not a password
+        image_token="<image>",
         num_additional_image_tokens=1,  # CLIP's CLS token
     )
     processor.save_pretrained(str(out))
+    _transformers4_files(out, src)
     image_id, unk_id = tok.convert_tokens_to_ids("<image>"), tok.unk_token_id
     if not isinstance(image_id, int) or not isinstance(unk_id, int):
         raise ConversionError(f"{src}: the tokenizer has no <image> or <unk> token id")

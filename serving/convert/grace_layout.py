@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
+from serving.convert.safetensors_io import TensorInfo, read_header
 from serving.int4.checkpoint import CheckpointError
 
 LM_LINEARS = (
@@ -57,18 +57,6 @@ CLIP_PREFIX = ("vision_model.", "vision_tower.vision_model.")  # a local CLIP ch
 # text_model.*, the projections and logit_scale are not part of LLaVA.
 CLIP_TOWER_KEYS = ("vision_model.", "embeddings.", "encoder.", "pre_layrnorm.", "post_layernorm.")
 
-_DTYPES = {
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-    "I32": torch.int32,
-    "I64": torch.int64,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -196,41 +184,18 @@ def source_name(target: str, from_clip: bool = False) -> str:
     return target
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor of a source file, known from the file header alone (nothing loaded)."""
-
-    file: Path
-    key: str
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        count = 1
-        for d in self.shape:
-            count *= d
-        return count * self.dtype.itemsize
-
-
 def read_headers(files: Iterable[Path]) -> dict[str, TensorInfo]:
-    """Every tensor's dtype and shape from safetensors headers; a key in two files is refused."""
+    """Every tensor's dtype, shape and place from the files' headers; a key in two files is refused."""
     infos: dict[str, TensorInfo] = {}
     for file in files:
         try:
-            with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    sl = f.get_slice(key)
-                    dtype = _DTYPES.get(sl.get_dtype())
-                    if dtype is None:
-                        raise ConversionError(f"{key}: unsupported dtype {sl.get_dtype()} in {file.name}")
-                    if key in infos:
-                        raise ConversionError(f"{key}: stored twice ({infos[key].file.name}, {file.name})")
-                    infos[key] = TensorInfo(file, key, dtype, tuple(int(d) for d in sl.get_shape()))
-        except ConversionError:
-            raise
-        except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise ConversionError(f"{file}: cannot read safetensors header ({e})") from e
+            file_infos = read_header(file)
+        except CheckpointError as e:
+            raise ConversionError(str(e)) from e
+        for info in file_infos:
+            if info.key in infos:
+                raise ConversionError(f"{info.key}: stored twice ({infos[info.key].file.name}, {file.name})")
+            infos[info.key] = info
     return infos
 
 

@@ -28,7 +28,7 @@ def load_all(directory: Path) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for shard in sorted(directory.glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118
+            for key in f.keys():
                 out[key] = f.get_tensor(key)
     return out
 
@@ -123,6 +123,16 @@ def test_config_says_what_llava_15_does(converted: tuple[Path, Path, Path]) -> N
     assert cfg["vision_config"]["hidden_act"] == "quick_gelu"
     assert cfg["dtype"] == "float16"
     assert (dst / "generation_config.json").read_bytes() == (src / "generation_config.json").read_bytes()
+    # transformers 4 (vLLM 0.22 on the H200) reads these: the rope base, the image processor, the template
+    assert cfg["text_config"]["rope_theta"] == 10000.0
+    assert cfg["torch_dtype"] == "float16"
+    image = json.loads((dst / "preprocessor_config.json").read_text())
+    assert image["image_processor_type"] == "LlavaImageProcessor"
+    assert image["do_pad"] is True
+    assert "chat_template" in json.loads((dst / "chat_template.json").read_text())
+    tok = json.loads((dst / "tokenizer_config.json").read_text())
+    assert not isinstance(tok.get("extra_special_tokens", {}), list)
+    assert tok["add_bos_token"] is True
     manifest = json.loads((dst / "m3bench-model.json").read_text())
     assert manifest["symmetric_zero_points"] is True
     assert manifest["quantized_linears"] == 14
