@@ -17,7 +17,7 @@ from typing import Any
 
 from loadgen.exporter import ClientMetrics, write_file_sd
 from loadgen.profile import RunConfig
-from loadgen.records import RecordWriter
+from loadgen.records import BackgroundWriter
 from loadgen.schedule import StagePlan, build_plans
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ class Controller:
         self.config, self.run_dir, self.user_classes = config, run_dir, user_classes
         self.profile = config.profile
         self.plans: list[StagePlan] = build_plans(config.profile)
-        self.merged = RecordWriter(run_dir / "records.jsonl")
-        self.generator_log = RecordWriter(run_dir / "generator.jsonl")
+        self.merged = BackgroundWriter(run_dir / "records.jsonl")
+        self.generator_log = BackgroundWriter(run_dir / "generator.jsonl")
         self.metrics = ClientMetrics(config.run_id)
         generator = self.profile.generator
         self.metrics_port = self.metrics.serve(generator.metrics_host, generator.metrics_port)

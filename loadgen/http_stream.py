@@ -19,7 +19,7 @@ import socket as _stdsocket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import gevent
@@ -191,7 +191,7 @@ def _run(conn: Connection, request: bytes, reply: RawReply) -> None:
     sock = conn.sock
     kernel = conn.kernel_stamps
     reply.kernel_stamps = kernel
-    recvmsg = sock.recvmsg if kernel else None
+    recvmsg = _waiting_recvmsg(sock) if kernel else None
     recv = sock.recv
     head = bytearray()
     body = reply.body
@@ -258,6 +258,41 @@ def _run(conn: Connection, request: bytes, reply: RawReply) -> None:
     except ValueError as exc:
         reply.error_kind, reply.error = "bad_reply", f"unreadable HTTP framing: {exc}"
         reply.end_ns = _perf()
+
+
+def _waiting_recvmsg(sock: Any) -> Any:
+    """``recvmsg`` that waits for readability first, then reads once.
+
+    gevent's own ``recvmsg`` tries the read first; on a stream that is read as soon as each chunk
+    arrives that read fails (EAGAIN, an exception) once per chunk. Waiting first saves that syscall
+    and exception on the hot path. Falls back to gevent's method if its internals differ.
+    """
+    raw = getattr(sock, "_sock", None)
+    wait = getattr(sock, "_wait", None)
+    event = getattr(sock, "_read_event", None)
+    if raw is None or wait is None or event is None:
+        return sock.recvmsg
+
+    def recvmsg(size: int, ancillary_size: int) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        while True:
+            try:
+                return raw.recvmsg(size, ancillary_size)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                wait(event)
+
+    first = True
+
+    def recvmsg_waiting(
+        size: int, ancillary_size: int
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, Any]:
+        nonlocal first
+        if first:
+            first = False  # the first read may find data already there (the reply head)
+            return recvmsg(size, ancillary_size)
+        wait(event)
+        return recvmsg(size, ancillary_size)
+
+    return recvmsg_waiting
 
 
 def _arrival(ancillary: list[tuple[int, int, bytes]], user_ns: int, offset: int) -> int:

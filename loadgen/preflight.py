@@ -25,7 +25,7 @@ def _request(url: str, body: dict[str, Any] | None, timeout_s: float, headers: d
     request.add_header("content-type", "application/json")
     for name, value in headers.items():
         request.add_header(name, value)
-    return urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310 - http(s) only, checked by Endpoint
+    return urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310 - http(s) only (Endpoint)
 
 
 def _reason(exc: BaseException) -> str:

@@ -96,6 +96,37 @@ class RecordWriter:
             self._handle.close()
 
 
+class BackgroundWriter:
+    """A ``RecordWriter`` whose writes run, in order, on one native thread.
+
+    Under heavy disk writeback a ``write`` can block for hundreds of milliseconds (dirty-page
+    throttling); on the event loop that would stall every stream's reads. The thread releases the GIL
+    in the syscall, so the loop keeps reading. Each line is still written and flushed on its own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from gevent.threadpool import ThreadPool
+
+        self.writer = RecordWriter(path)
+        self.path = path
+        self.pool = ThreadPool(1)
+        self.count = 0
+
+    def write_line(self, line: str) -> None:
+        self.count += 1
+        self.pool.spawn(self.writer.write_line, line)
+
+    def write(self, record: RequestRecord) -> None:
+        self.write_line(record.model_dump_json())
+
+    def sync(self) -> None:
+        self.pool.spawn(self.writer.sync).get()
+
+    def close(self) -> None:
+        self.pool.spawn(self.writer.close).get()
+        self.pool.kill()
+
+
 def iter_records(path: Path) -> Iterator[RequestRecord]:
     """Every record of a records.jsonl; a torn last line (a crash mid-write) is skipped."""
     with path.open(encoding="utf-8") as handle:

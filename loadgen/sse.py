@@ -32,20 +32,23 @@ class ParsedReply:
 
 def dechunk(body: bytes | bytearray) -> tuple[bytes, list[tuple[int, int]]]:
     """(payload, [(payload offset, raw offset)] at each chunk start) of a chunked body."""
+    data = bytes(body)
+    find = data.find
     pieces: list[bytes] = []
     marks: list[tuple[int, int]] = []
     position = 0
     produced = 0
-    while position < len(body):
-        line_end = body.find(b"\r\n", position)
+    size_total = len(data)
+    while position < size_total:
+        line_end = find(b"\r\n", position)
         if line_end < 0:
             break
-        size = int(bytes(body[position:line_end]).split(b";", 1)[0], 16)
+        size = int(data[position:line_end].split(b";", 1)[0], 16)
         if size == 0:
             break
         start = line_end + 2
         marks.append((produced, start))
-        pieces.append(bytes(body[start : start + size]))
+        pieces.append(data[start : start + size])
         produced += size
         position = start + size + 2
     return b"".join(pieces), marks
@@ -53,6 +56,25 @@ def dechunk(body: bytes | bytearray) -> tuple[bytes, list[tuple[int, int]]]:
 
 def _events(payload: bytes) -> list[tuple[int, str]]:
     """(payload offset of the blank line ending it, joined data) for every event with data."""
+    if b"\r" in payload:
+        return _events_general(payload)
+    # Fast path (LF only): split on blank lines; an event of one ``data:`` line is the common case.
+    events: list[tuple[int, str]] = []
+    position = 0
+    blocks = payload.split(b"\n\n")
+    for block in blocks[:-1]:  # the last piece is unterminated (or empty)
+        end = position + len(block) + 1  # offset of the blank line's newline
+        position = end + 1
+        if block.startswith(b"data:") and b"\n" not in block:
+            value = block[5:]
+            events.append((end, (value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace")))
+        elif block:
+            events += [(end, data) for _, data in _events_general(block + b"\n\n")]
+    return events
+
+
+def _events_general(payload: bytes) -> list[tuple[int, str]]:
+    """Any SSE framing (CRLF, CR, several data lines, comments)."""
     events: list[tuple[int, str]] = []
     data: list[str] = []
     position = 0

@@ -26,7 +26,7 @@ from loadgen.exporter import ClientMetrics
 from loadgen.grading_pool import GradingPool
 from loadgen.http_stream import ConnectionPool, Endpoint, RawReply, build_request, exchange
 from loadgen.profile import RunConfig
-from loadgen.records import Phase, RecordWriter, RequestRecord
+from loadgen.records import BackgroundWriter, Phase, RequestRecord
 from loadgen.schedule import ClosedLoopPhases, OpenLoopPhases, StagePlan, build_plans
 from loadgen.sse import parse_reply
 from loadgen.workload import Workload
@@ -81,8 +81,8 @@ class WorkerRuntime:
         self.tasks_by_index = self.workload.tasks
         self.chat = profile.request.api == "chat"
         self.pool = ConnectionPool(self.endpoint, profile.request.connect_timeout_s)
-        self.writer = RecordWriter(run_dir / "records" / f"{tag}.jsonl")
-        self.grades = RecordWriter(run_dir / "records" / f"{tag}.grades.jsonl")
+        self.writer = BackgroundWriter(run_dir / "records" / f"{tag}.jsonl")
+        self.grades = BackgroundWriter(run_dir / "records" / f"{tag}.grades.jsonl")
         self.grader = (
             GradingPool(profile.grading.processes, profile.grading.function)
             if profile.grading.enabled
