@@ -29,7 +29,14 @@ KEY_PANELS = {
     "m3bench-serving-internals": "Running and waiting requests",
 }
 _LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-_SCALE = {"s": (1000.0, "ms"), "ms": (1.0, "ms"), "percentunit": (100.0, "%"), "reqps": (1.0, "requests/s")}
+_SCALE = {
+    "s": (1000.0, "ms"),
+    "ms": (1.0, "ms"),
+    "percentunit": (100.0, "%"),
+    "reqps": (1.0, "requests/s"),
+    "short": (1.0, "count"),
+}
+LOG_UNITS = {"s", "ms"}  # latencies span decades (a cold first request, then steady state): log axis
 
 
 def legend(template: str, labels: Mapping[str, str]) -> str:
@@ -89,6 +96,9 @@ def _lines(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window)
         axes.plot(xs, ys, linewidth=1.6, label=shown)
     drawn = len(lines)
     axes.set_xlabel("seconds since the start of the run")
+    if drawn and unit in LOG_UNITS and all(v > 0 for _, _, points in lines for _, v in points):
+        axes.set_yscale("log")
+        label += " (log scale)"
     axes.set_ylabel(label)
     if drawn:
         axes.legend(fontsize=8, loc="best")

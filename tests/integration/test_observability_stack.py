@@ -164,7 +164,7 @@ def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: 
                     documents,
                     window,
                     out,
-                    subtitle=f"{MODEL} on CPU: open then closed loop, live",
+                    subtitle=f"{MODEL} on vLLM CPU (open, then closed loop), then {CALIBRATED}",
                 )
             ]
     assert problems == [], "\n".join(problems)
