@@ -57,9 +57,9 @@ class Controller:
         self.write_targets()
 
     def on_records(self, data: dict[str, Any]) -> None:
-        for line in data["lines"]:
-            self.merged.write_line(line)
-            self.statuses[json.loads(line)["status"]] += 1
+        statuses = data.get("statuses") or [json.loads(line)["status"] for line in data["lines"]]
+        self.merged.write_lines(list(data["lines"]))
+        self.statuses.update(statuses)
         self.last_record_at = time.monotonic()
 
     def on_done(self, data: dict[str, Any]) -> None:

@@ -335,7 +335,8 @@ class _ChunkScanner:
             line_end = body.find(b"\r\n", position)
             if line_end < 0:
                 return False
-            size = int(bytes(body[position:line_end]).split(b";", 1)[0], 16)
+            line = body[position:line_end]
+            size = int(line.split(b";", 1)[0] if b";" in line else line, 16)
             if size == 0:
                 # last chunk: the body ends with an empty line after optional trailers
                 return body.endswith(b"\r\n\r\n") and size_total >= line_end + 4

@@ -103,7 +103,7 @@ class WorkerRuntime:
         self.stage: ActiveStage | None = None
         self.stage_changed = Event()
         self.draining = False
-        self.outbox: list[str] = []
+        self.outbox: list[tuple[str, str]] = []  # (final record JSON, status)
         self.forwarded = 0
         self.loop_lags: list[float] = []
         self.finishing: deque[Done] = deque()
@@ -282,7 +282,8 @@ class WorkerRuntime:
             error=parsed.error[:2000],
             output=parsed.text,
         )
-        self.writer.write(record)
+        line = record.model_dump_json()
+        self.writer.write_line(line)
         self.metrics.observe(record)
         self._fire_locust_event(record, len(reply.body))
         if self.grader is not None and record.status == "ok":
@@ -293,7 +294,7 @@ class WorkerRuntime:
                 lambda verdict, detail, seconds: self._graded(record, verdict, detail, seconds),
             )
         else:
-            self.outbox.append(record.model_dump_json())
+            self.outbox.append((line, record.status))
 
     def _graded(self, record: RequestRecord, verdict: str, detail: str, seconds: float) -> None:
         record.grade = verdict if verdict in ("pass", "fail", "error", "timeout") else "error"  # type: ignore[assignment]
@@ -303,7 +304,7 @@ class WorkerRuntime:
             record.model_dump_json(include={"request_id", "grade", "grade_detail", "grade_duration_s"})
         )
         self.metrics.graded(record)
-        self.outbox.append(record.model_dump_json())
+        self.outbox.append((record.model_dump_json(), record.status))
 
     def _fire_locust_event(self, record: RequestRecord, size: int) -> None:
         from locust import events
@@ -326,8 +327,10 @@ class WorkerRuntime:
 
     def flush_outbox(self) -> None:
         if self.outbox:
-            lines, self.outbox = self.outbox, []
-            self.send(MSG_RECORDS, {"tag": self.tag, "lines": lines})
+            batch, self.outbox = self.outbox, []
+            lines = [line for line, _ in batch]
+            statuses = [status for _, status in batch]
+            self.send(MSG_RECORDS, {"tag": self.tag, "lines": lines, "statuses": statuses})
             self.forwarded += len(lines)
 
     def _watch_loop(self) -> None:

@@ -90,3 +90,27 @@ def test_file_sd_is_prometheus_shaped(tmp_path: Path) -> None:
     assert content == [
         {"targets": ["127.0.0.1:9001", "127.0.0.1:9002"], "labels": {"job": names.JOB_NAME, "run_id": "r"}}
     ]
+
+
+def test_bulk_observe_equals_one_by_one() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from loadgen.exporter import observe_many
+
+    registry = CollectorRegistry()
+    bulk = Histogram("bulk", "b", buckets=(0.01, 0.02, 0.05), registry=registry)
+    single = Histogram("single", "s", buckets=(0.01, 0.02, 0.05), registry=registry)
+    values = [0.005, 0.01, 0.0100001, 0.03, 0.2, 0.02]
+    observe_many(bulk, values)
+    for value in values:
+        single.observe(value)
+
+    def samples(prefix: str) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name.removeprefix(prefix), s.labels, s.value)
+            for m in registry.collect()
+            for s in m.samples
+            if s.name.startswith(prefix) and not s.name.endswith("_created")
+        ]
+
+    assert samples("bulk") == samples("single")
