@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from dashboards.verify import Window, run_span
-from m3bench.stack.prometheus import PrometheusClient, PrometheusError, RunWindow
+from m3bench.stack.prometheus import DEFAULT_RAY_TEMP_DIR, PrometheusClient, PrometheusError, RunWindow
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -139,9 +139,9 @@ def push_command(
 def prometheus_command(
     data_dir: Annotated[Path, typer.Option(help="Run-scoped data directory (TSDB, config, targets)")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9090,
-    ray_temp_dir: Annotated[Path, typer.Option(help="Ray's temp dir (its service-discovery file)")] = Path(
-        "/tmp/ray"  # noqa: S108 - Ray's default
-    ),
+    ray_temp_dir: Annotated[
+        Path, typer.Option(help="Ray's temp dir (its service-discovery file)")
+    ] = DEFAULT_RAY_TEMP_DIR,
     results_dir: Annotated[Path | None, typer.Option(help="Where prometheus_window.json goes")] = None,
 ) -> None:
     """Run a local Prometheus in the foreground until Ctrl-C; the run window is recorded on exit."""
@@ -154,7 +154,10 @@ def prometheus_command(
         server.start()
     except PrometheusError as e:
         raise typer.BadParameter(str(e)) from None
-    typer.echo(f"Prometheus at {server.url}; load generators: --file-sd {server.loadgen_sd_path('<run id>')}")
+    typer.echo(
+        f"Prometheus at {server.url}; load generators list their processes in "
+        f"{server.loadgen_sd_dir}/loadgen-<run id>.json (profile generator.file_sd_path)"
+    )
     try:
         while server.process is not None and server.process.poll() is None:
             time.sleep(1)

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
+DEFAULT_RAY_TEMP_DIR = Path("/tmp/ray")  # noqa: S108 - Ray's own default
 RAY_SD_FILE = "prom_metrics_service_discovery.json"  # ray._private.ray_constants
 LOADGEN_SD_PATTERN = "loadgen*.json"
 JOB_RAY = "ray"
@@ -59,7 +60,7 @@ class PrometheusConfig(BaseModel):
     scrape_interval_s: float = Field(default=1.0, gt=0, description="Short, for short CPU runs.")
     evaluation_interval_s: float = Field(default=1.0, gt=0)
     ray_temp_dir: Path = Field(
-        default=Path("/tmp/ray"),  # noqa: S108 - Ray's own default location
+        default=DEFAULT_RAY_TEMP_DIR,
         description="Ray writes <temp dir>/prom_metrics_service_discovery.json (a link to the session's).",
     )
     loadgen_sd_dir: Path | None = Field(
