@@ -108,7 +108,7 @@ def serve_config(catalog: Catalog) -> dict[str, Any]:
     """The Serve config (what ``serve deploy`` reads) of the catalog's OpenAI application."""
     configs = [llm_config_dict(catalog, ResolvedModel(m, _source(m))) for m in catalog.models]
     return {
-        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},  # noqa: S104 - inside the pod network
+        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},  # noqa: S104 - the pod network
         "applications": [
             {
                 "name": APP_NAME,

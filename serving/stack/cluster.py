@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ import psutil
 from serving.stack.ports import PortPlan
 
 MARKER_ENV = "M3BENCH_RAY_CLUSTER"
+NODE_ENV = "M3BENCH_RAY_NODE"
 OBJECT_STORE_BYTES = 512 * 1024 * 1024  # Serve moves small chunks; Ray's default takes 30% of RAM
 SERVICE_DISCOVERY_FILE = "prom_metrics_service_discovery.json"
 Progress = Callable[[str], None]
@@ -95,7 +97,9 @@ class LocalRayCluster:
             self.stop()
             raise
 
-    def _ray_start(self, index: int, node: NodeSpec) -> None:
+    def _ray_start(self, index: int, node: NodeSpec, attempts: int = 3) -> None:
+        """``ray start`` one node. Ray gives a raylet 30 s to register with the GCS; on a loaded machine
+        that can pass, so a failed start is cleaned up (that node's processes only) and retried."""
         cmd = [*ray_command(), "start", f"--num-cpus={node.cpus}", "--num-gpus=0"]
         cmd += [f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats"]
         if node.resources:
@@ -106,17 +110,32 @@ class LocalRayCluster:
         else:
             cmd.append(f"--address={self.address}")
         cmd += self.ports.node(index).start_args()
-        env = {**os.environ, MARKER_ENV: self.cluster_id, "RAY_USAGE_STATS_ENABLED": "0"}
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
-        except subprocess.TimeoutExpired:
-            raise ClusterError(
-                f"`ray start` for node {index} did not finish in 240 s; logs: {self.logs_dir}"
-            ) from None
-        if done.returncode != 0:
-            lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-            detail = next((ln for ln in reversed(lines) if "rror" in ln), lines[-1] if lines else "no output")
-            raise ClusterError(f"`ray start` for node {index} failed: {detail[:300]}; logs: {self.logs_dir}")
+        env = {**os.environ, MARKER_ENV: self.cluster_id, NODE_ENV: str(index)}
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        detail = ""
+        for _ in range(attempts):
+            try:
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
+            except subprocess.TimeoutExpired:
+                detail = "did not finish in 240 s"
+            else:
+                if done.returncode == 0:
+                    return
+                detail = _failure_line(done.stderr + done.stdout)
+            end_processes(self._node_processes(index), grace_s=5)
+            time.sleep(3)
+        raise ClusterError(
+            f"`ray start` for node {index} failed {attempts} times: {detail}; logs: {self.logs_dir}"
+        )
+
+    def _node_processes(self, index: int) -> list[psutil.Process]:
+        def on_node(process: psutil.Process) -> bool:
+            try:
+                return bool(process.environ().get(NODE_ENV) == str(index))
+            except (psutil.Error, OSError):
+                return index == 0  # head processes that hide their environment: GCS, dashboard
+
+        return [p for p in self.processes() if on_node(p)]
 
     @property
     def logs_dir(self) -> Path:
@@ -152,6 +171,14 @@ class LocalRayCluster:
             nodes=[NodeSpec(int(n["cpus"]), dict(n["resources"])) for n in data["nodes"]],
             cluster_id=str(data["cluster_id"]),
         )
+
+
+def _failure_line(output: str) -> str:
+    """The line of ``ray start`` output that says why it failed (not its INFO chatter)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    words = ("rror", "xception", "timed out")
+    telling = [ln for ln in lines if " INFO " not in ln and any(w in ln for w in words)]
+    return (telling[-1] if telling else lines[-1] if lines else "no output")[:300]
 
 
 def _resources_text(node: NodeSpec) -> str:

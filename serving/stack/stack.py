@@ -131,7 +131,7 @@ class ServeStack:
         if cfg.address is None:
             cpus = cfg.cpus_per_node or logical_cpus(self.catalog)
             nodes = [NodeSpec(cpus, dict(cfg.node_resources)) for _ in range(cfg.nodes)]
-            temp_dir = cfg.temp_dir or Path(f"/tmp/m3bench-ray-{cfg.ports.base}")  # noqa: S108 - short: socket paths
+            temp_dir = cfg.temp_dir or Path(f"/tmp/m3bench-ray-{cfg.ports.base}")  # noqa: S108 - short: sockets
             cluster = LocalRayCluster(temp_dir, cfg.ports, nodes)
             self.state = self._new_state(cluster.address, cluster.dashboard_url, cluster)
             self.state.save(self.state_dir)  # before starting: an interrupted start can still be stopped
@@ -167,6 +167,8 @@ class ServeStack:
             except ValueError as e:
                 raise CatalogError(f"model {model.entry.id!r}: {str(e).splitlines()[0]}") from None
         ray.init(address=state.ray_address, logging_level=logging.ERROR, log_to_driver=False)
+        for name in ("ray.serve", "ray.llm"):  # their INFO lines (deployment options) would drown progress
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             serve.start(
                 http_options={"host": "127.0.0.1", "port": self.config.ports.http}, proxy_location="HeadOnly"
