@@ -61,8 +61,13 @@ def render_panel(
     prometheus: Client, panel: dict[str, Any], window: Window, out: Path, *, subtitle: str = ""
 ) -> Path:
     figure, axes = plt.subplots(figsize=(9, 4.8), dpi=110)
-    if panel.get("type") == "xychart":
+    kind = panel.get("type")
+    if kind == "xychart":
         _scatter(axes, prometheus, panel, window)
+    elif kind == "table":
+        _table(axes, prometheus, panel, window)
+    elif kind == "bargauge":
+        _bars(axes, prometheus, panel, window)
     else:
         _lines(axes, prometheus, panel, window)
     axes.set_title(panel["title"] + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
@@ -92,8 +97,7 @@ def _lines(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window)
         shown = name
         if names.count(name) > 1 and "run_id" in labels:  # several runs selected: say which line is which
             shown = f"{name} ({labels['run_id']})"
-        xs, ys = zip(*points, strict=True)
-        axes.plot(xs, ys, linewidth=1.6, label=shown)
+        axes.plot(*_with_gaps(points, window.step), linewidth=1.6, label=shown)
     drawn = len(lines)
     axes.set_xlabel("seconds since the start of the run")
     if drawn and unit in LOG_UNITS and all(v > 0 for _, _, points in lines for _, v in points):
@@ -108,13 +112,7 @@ def _lines(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window)
 
 def _scatter(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window) -> None:
     """Two instant queries (y = A, x = B) joined on identical label sets, as Grafana's merge does."""
-    targets = {t["refId"]: promql.expand(t["expr"], window.values()) for t in panel.get("targets", [])}
-    columns = {}
-    for ref in ("A", "B"):
-        columns[ref] = {
-            tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")): float(r["value"][1])
-            for r in run_query(prometheus, targets[ref], True, window)
-        }
+    columns = _instant_columns(prometheus, panel, window)
     points = [(columns["B"][k], columns["A"][k], dict(k)) for k in columns["A"] if k in columns["B"]]
     runs = {labels.get("run_id") for _, _, labels in points}
     markers = "osD^v<>p*h"
@@ -129,6 +127,73 @@ def _scatter(axes: Any, prometheus: Client, panel: dict[str, Any], window: Windo
     axes.set_ylabel("accuracy (pass / graded)")
     axes.set_ylim(-0.05, 1.05)
     if not points:
+        axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
+
+
+def _with_gaps(points: list[tuple[float, float]], step: float) -> tuple[list[float], list[float]]:
+    """x and y with a NaN wherever samples are missing (between runs), so no line bridges the gap."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for t, v in points:
+        if xs and t - xs[-1] > 2.5 * step:
+            xs.append(math.nan)
+            ys.append(math.nan)
+        xs.append(t)
+        ys.append(v)
+    return xs, ys
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _instant_columns(
+    prometheus: Client, panel: dict[str, Any], window: Window
+) -> dict[str, dict[Labels, float]]:
+    """refId -> {label set (without __name__): value} of each instant query, as Grafana's merge joins them."""
+    columns = {}
+    for target in panel.get("targets", []):
+        expr = promql.expand(target["expr"], window.values())
+        columns[target["refId"]] = {
+            tuple(sorted((k, v) for k, v in r["metric"].items() if k != "__name__")): float(r["value"][1])
+            for r in run_query(prometheus, expr, True, window)
+        }
+    return columns
+
+
+def _table(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window) -> None:
+    columns = _instant_columns(prometheus, panel, window)
+    keys = sorted({key for values in columns.values() for key in values})
+    refs = sorted(columns)
+    label_names = sorted({name for key in keys for name, _ in key})
+    rows = [
+        [dict(key).get(name, "") for name in label_names]
+        + [f"{columns[ref][key]:.3g}" if key in columns[ref] else "" for ref in refs]
+        for key in keys
+    ]
+    axes.axis("off")
+    if rows:
+        table = axes.table(cellText=rows, colLabels=label_names + refs, loc="center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+    else:
+        axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
+
+
+def _bars(axes: Any, prometheus: Client, panel: dict[str, Any], window: Window) -> None:
+    unit = str(panel.get("fieldConfig", {}).get("defaults", {}).get("unit", ""))
+    scale, label = _SCALE.get(unit, (1.0, unit))
+    names, values = [], []
+    for target in panel.get("targets", []):
+        expr = promql.expand(target["expr"], window.values())
+        for row in run_query(prometheus, expr, True, window):
+            labels = row["metric"]
+            name = legend(target.get("legendFormat", ""), labels)
+            names.append(f"{name} ({labels['run_id']})" if "run_id" in labels else name)
+            values.append(float(row["value"][1]) * scale)
+    if names:
+        axes.barh(names, values)
+        axes.set_xlabel(label)
+    else:
         axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
 
 
