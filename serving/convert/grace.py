@@ -2,11 +2,12 @@
 
 Two passes. The first reads only config files and safetensors headers and checks every tensor's name,
 dtype and shape against the config and ``awq_quantized_modules.json`` (and that none is missing), so a
-malformed source fails in seconds. The second copies tensors under their llava-hf names into output
-shards of at most ``max_shard_bytes``, loading one output shard's tensors at a time, and checks their
-values (finite scales and weights). The packed AWQ tensors are copied bit for bit: GRACE stores
-AutoAWQ's ``WQLinear_GEMM`` layout, which is the layout vLLM's ``awq`` method loads. Everything is
-written into a temporary directory beside ``dst`` and renamed into place at the end.
+malformed source fails in seconds. The second streams tensors, one at a time, under their llava-hf
+names into output shards of at most ``max_shard_bytes`` and checks their values (finite scales and
+weights), so memory stays near the largest tensor whatever the shard sizes. The packed AWQ tensors
+are copied bit for bit: GRACE stores AutoAWQ's ``WQLinear_GEMM`` layout, which is the layout vLLM's
+``awq`` method loads. Everything is written into a temporary directory beside ``dst`` and renamed
+into place at the end.
 """
 
 from __future__ import annotations

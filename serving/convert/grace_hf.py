@@ -85,12 +85,16 @@ def _clip_config_from_dir(path: Path) -> dict[str, Any]:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ConversionError(f"{path}: no config.json (expected a local CLIP checkpoint)")
-    raw = json.loads(cfg_path.read_text())
-    vision = raw.get("vision_config", raw)  # CLIPModel nests it; CLIPVisionModel does not
-    missing = [k for k in CLIP_L14_336 if k not in vision and k not in ("projection_dim", "layer_norm_eps")]
-    if missing:
-        raise ConversionError(f"{cfg_path}: not a CLIP vision config (no {', '.join(missing)})")
-    return {k: vision[k] for k in _CLIP_KEYS if k in vision}
+    try:
+        model_type = json.loads(cfg_path.read_text()).get("model_type")
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{cfg_path}: invalid JSON ({e})") from e
+    if model_type not in ("clip", "clip_vision_model"):
+        raise ConversionError(f"{cfg_path}: model_type {model_type!r} is not a CLIP checkpoint")
+    # As LLaVA's CLIPVisionTower does: a CLIPModel config yields its vision_config, and keys a
+    # transformers 4 config left out because they equal the defaults come back as those defaults.
+    vision = CLIPVisionConfig.from_pretrained(str(path))
+    return {k: getattr(vision, k) for k in _CLIP_KEYS if hasattr(vision, k)}
 
 
 def resolve_vision(config: dict[str, Any], vision_tower: Path | None) -> VisionSource:

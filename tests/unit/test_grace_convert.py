@@ -28,7 +28,8 @@ def load_all(directory: Path) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for shard in sorted(directory.glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as f:
-            for key in f.keys():
+            keys = f.keys()
+            for key in keys:
                 out[key] = f.get_tensor(key)
     return out
 
