@@ -171,6 +171,8 @@ class Demo:
     def _start_serving(self, stack: ExitStack, catalog_path: Path) -> Any:
         from serving.stack import PortPlan, ServeStack, StackConfig
 
+        # Ray exports metrics every 10 s by default: too coarse for levels of a few seconds.
+        os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
         config = StackConfig(
             ports=PortPlan(base=self.settings.serve_port_base, http=self.settings.http_port),
             nodes=self.settings.nodes,
