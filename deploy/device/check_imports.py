@@ -44,7 +44,7 @@ def main() -> int:
         where = getattr(module, "__file__", "") or ""
         print(f"ok   {name} {version} ({time.perf_counter() - t0:.2f} s) {where}")
     try:
-        from ray.serve.llm import LLMConfig, build_openai_app  # noqa: F401, PLC0415
+        from ray.serve.llm import LLMConfig, build_openai_app  # noqa: F401
     except Exception as exc:
         failed += 1
         print(f"FAIL ray.serve.llm LLMConfig/build_openai_app: {exc}")
