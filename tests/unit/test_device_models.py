@@ -113,9 +113,11 @@ def test_processor_expands_one_image_to_576_tokens() -> None:
     assert tuple(out["pixel_values"].shape) == (1, 3, 336, 336)
 
 
-def test_catalog_validates_and_sources_resolve() -> None:
+@pytest.mark.parametrize(("name", "batching_ms"), [("h200-dummy.yaml", 0), ("h200-dummy-batched.yaml", 50)])
+def test_catalog_validates_and_sources_resolve(name: str, batching_ms: float) -> None:
     pytest.importorskip("ray")
-    catalog = load_catalog(MODELS / "h200-dummy.yaml")
+    catalog = load_catalog(MODELS / name)
+    assert catalog.stream_batching_interval_ms == batching_ms
     assert [m.id for m in catalog.models] == ["llava-1.5-7b-awq", "llava-1.5-7b-bf16"]
     for entry in catalog.models:
         kwargs = entry.engine_kwargs()
