@@ -23,6 +23,7 @@ from loadgen.schedule import StagePlan, build_plans
 log = logging.getLogger(__name__)
 LEAD_S = 0.5  # stage start announced this far ahead
 OVERRUN_S = 30.0  # a stage that runs this long past its plan is ended by the master
+HELLO_WAIT_S = 120.0  # how long the first stage waits for every connected worker's runtime
 TickResult = tuple[int, float, list[Any] | None] | None
 
 
@@ -50,9 +51,12 @@ class Controller:
         self.last_record_at = time.monotonic()
         self.statuses: Counter[str] = Counter()
         self.finished = False
+        self.hellos: set[str] = set()  # workers whose runtime is up (they said hello after init)
+        self.created = time.monotonic()
 
     # ------------------------------------------------------------ worker messages
     def on_hello(self, data: dict[str, Any]) -> None:
+        self.hellos.add(str(data["tag"]))
         self.targets[str(data["tag"])] = str(data["metrics"])
         self.write_targets()
 
@@ -84,7 +88,12 @@ class Controller:
         """``workers``: tag -> position of every connected worker; ``send(type, data)`` broadcasts."""
         now = time.monotonic()
         if self.current is None:
-            self._start(0, workers, send)
+            if not set(workers) <= self.hellos and now - self.created < HELLO_WAIT_S:
+                # A worker that is connected but still building its runtime would miss the stage message.
+                return (0, 1.0, None)
+            self._start(
+                0, {tag: i for i, tag in enumerate(sorted(set(workers) & self.hellos or workers))}, send
+            )
         elif self.draining:
             if self.drained >= self.expected or now > self.drain_deadline:
                 self.finish()

@@ -1,6 +1,6 @@
 """The instrument against programmed timing: closed loop at 1 and 64 streams, open-loop rate, 2 workers.
 
-Tolerances (stated in docs/loadgen.md):
+Tolerances (stated in docs/loadgen.md), for stages the instrument itself reports valid:
 * medians of TTFT, ITL and E2E within 2 ms of the programmed values (100 ms, 10 ms, 290 ms);
 * p90 within 10 ms (this machine is shared: the generator can be descheduled past a token gap);
 * instrument error, measured first-token arrival minus the server's own send time of that token
@@ -56,11 +56,19 @@ def test_closed_loop_matches_the_program_at_1_and_64_streams(tasks: Path, tmp_pa
         # normal process by up to 100 ms, far past a 10 ms token gap; what is tested is the instrument.
         "generator": {"priority": "realtime"},
     }
-    with calibration_server(
-        "--ttft-ms", "100", "--itl-ms", "10", "--realtime", "--timing-log", str(timing_log)
-    ) as server:
-        result = run_load(_config(server.url, tasks, tmp_path, profile))
-        server_stats = server.stats()
+    # The instrument marks a stage invalid when it was disturbed (loop lag, late reads, first tokens
+    # that shared a read). A disturbed attempt is retried; a *valid* one must meet every tolerance.
+    for _attempt in range(3):
+        timing_log.unlink(missing_ok=True)
+        with calibration_server(
+            "--ttft-ms", "100", "--itl-ms", "10", "--realtime", "--timing-log", str(timing_log)
+        ) as server:
+            result = run_load(_config(server.url, tasks, tmp_path / f"attempt{_attempt}", profile))
+            server_stats = server.stats()
+        if all(stage["generator"]["valid"] for stage in result.summary["stages"]):
+            break
+    else:
+        pytest.fail(f"three disturbed attempts: {[s['generator'] for s in result.summary['stages']]}")
     assert not result.warnings
     c1, c64 = result.summary["stages"]
     assert c1["counts"]["measure_by_status"]["ok"] == 8
