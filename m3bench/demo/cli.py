@@ -25,6 +25,8 @@ def demo(  # noqa: PLR0917 - Typer options
     ] = None,
     concurrency: Annotated[list[int] | None, typer.Option(help="Closed-loop levels (repeat).")] = None,
     measure_s: Annotated[float | None, typer.Option(help="Measured seconds per level.")] = None,
+    port_base: Annotated[int | None, typer.Option(help="First of the Ray cluster's ports.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = None,
     scale: Annotated[
         bool, typer.Option(help="Also sweep one INT4 model at 2 replicas (planner check).")
     ] = True,
@@ -38,6 +40,10 @@ def demo(  # noqa: PLR0917 - Typer options
         values["models"] = models
         if scale and DemoSettings().scale_model not in models:
             values["scale_model"] = next((m for m in models if not m.endswith("bf16")), None)
+    if port_base is not None:
+        values["serve_port_base"] = port_base
+    if http_port is not None:
+        values["http_port"] = http_port
     if not scale:
         values["scale_model"] = None
     if concurrency:

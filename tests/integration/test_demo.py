@@ -18,7 +18,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-RAY_TEMP = "/tmp/m3bench-ray-29100"  # the demo's default port base
+PORT_BASE, HTTP_PORT = 31100, 28600  # not the demo's defaults: a user's demo may be running
+RAY_TEMP = f"/tmp/m3bench-ray-{PORT_BASE}"
 
 
 def _demo(results: Path, *extra: str) -> subprocess.Popen[str]:
