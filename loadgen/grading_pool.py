@@ -31,7 +31,8 @@ class GradingPool:
         self.jobs: Queue[tuple[int, Any, str, float, Callback] | None] = Queue()
         self.ids = itertools.count()
         self.pending = 0
-        self.greenlets = [gevent.spawn(self._serve) for _ in range(processes)]
+        # Started now, before any stage: forking a large process can stall the event loop.
+        self.greenlets = [gevent.spawn(self._serve, self._start()) for _ in range(processes)]
 
     def _start(self) -> gsubprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -46,8 +47,7 @@ class GradingPool:
         self.pending += 1
         self.jobs.put((next(self.ids), task, answer, timeout_s + _MARGIN_S, callback))
 
-    def _serve(self) -> None:
-        process: gsubprocess.Popen[bytes] | None = None
+    def _serve(self, process: gsubprocess.Popen[bytes] | None) -> None:
         while (job := self.jobs.get()) is not None:
             job_id, task, answer, limit_s, callback = job
             verdict, detail, duration = "error", "", 0.0
