@@ -15,6 +15,7 @@ from loadgen.cli import app
 from loadgen.profile import Profile, RunConfig
 from loadgen.records import read_records
 from loadgen.run import run_load
+from loadgen.summary import accuracy_table
 
 pytestmark = pytest.mark.slow
 PROFILE = "{mode: closed, stages: [{concurrency: 1, measure_s: 1}]}"
@@ -144,3 +145,12 @@ def test_server_dying_mid_run_gives_error_records_and_a_summary(tasks: Path, tmp
         if r.status == "disconnect" and r.first_token_ns is not None
     ]
     assert cut, "streams cut mid-way keep the tokens that did arrive"
+    # live grading: 20-token replies against a 16-token expected answer fail; errors stay ungraded
+    graded = {(r.status, r.grade) for r in read_records(result.records_path)}
+    assert ("ok", "fail") in graded
+    assert ("ok", "pass") not in graded
+    assert {grade for status, grade in graded if status != "ok"} == {"ungraded"}
+    ok = [r for r in read_records(result.records_path) if r.status == "ok"]
+    accuracy = accuracy_table(ok)["calib"]["en"]
+    assert accuracy["accuracy"] == 0.0
+    assert accuracy["fail"] == accuracy["graded"] > 0
