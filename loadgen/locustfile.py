@@ -12,6 +12,7 @@ which sends its share of the stage's absolute arrival schedule (users do not pac
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -77,14 +78,23 @@ def _worker_positions(runner: Runner) -> dict[str, int]:
 
 
 def _raise_priority(priority: str) -> None:
-    """A busy machine delays a generator's reads; a higher priority keeps them prompt."""
-    try:
-        if priority == "realtime":
+    """A busy machine delays a generator's reads; a higher priority keeps them prompt.
+
+    Falls back (realtime -> high -> default) with a warning where the privilege is missing.
+    """
+    if priority == "realtime":
+        try:
             os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(5))
-        elif priority == "high":
+            return
+        except OSError as exc:
+            logging.getLogger(__name__).warning(
+                "cannot run the generator under SCHED_FIFO (%s); using nice", exc
+            )
+    if priority in ("realtime", "high"):
+        try:
             os.nice(-10)
-    except OSError as exc:
-        raise SystemExit(f"cannot set generator priority {priority!r}: {exc}") from None
+        except OSError as exc:
+            logging.getLogger(__name__).warning("cannot raise the generator's priority: %s", exc)
 
 
 def _arguments(parser: Any) -> None:
