@@ -14,9 +14,7 @@ abruptly S seconds after the first request, resetting every open stream) or ``--
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
 import heapq
 import json
 import os
@@ -24,36 +22,24 @@ import resource
 import select
 import signal
 import socket
-import struct
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from loadgen.calibration import protocol
+from loadgen.calibration.clock import (
+    CMSG_SPACE,
+    SO_TIMESTAMPNS,
+    arrival_ns,
+    raise_priority,
+    reduce_timer_slack,
+)
+from loadgen.calibration.config import ServerConfig, parse_args
 from loadgen.calibration.stats import ServerStats
 
-Fault = Literal["none", "non_sse", "malformed", "http500"]
 SPIN_NS = 40_000
 MAX_HEAD = 65_536
 _now = time.perf_counter_ns
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8100
-    ttft_ms: float = 100.0
-    itl_ms: float = 10.0
-    output_len: int | None = None  # None: the request's max_tokens (16 when absent)
-    models: tuple[str, ...] = ("calib",)  # "*" accepts any model name
-    token_text: str = " tok"
-    fault: Fault = "none"
-    die_after_s: float | None = None  # counted from the first request
-    die_after_requests: int | None = None  # the process exits 0.3 s after this many requests arrived
-    request_log: str | None = None  # append each request's x-request-id, one per line
-    timing_log: str | None = None  # per stream: request id, receipt, first-token send, end (perf_counter ns)
-    realtime: bool = False  # SCHED_FIFO (or a lower nice value) so a busy machine does not delay sends
 
 
 class _Conn:
@@ -119,7 +105,7 @@ class CalibrationServer:
         self.frames_cache: dict[tuple[bool, str, int, int, bool], protocol.StreamFrames] = {}
         self.ttft_ns = int(config.ttft_ms * 1e6)
         self.itl_ns = int(config.itl_ms * 1e6)
-        _reduce_timer_slack()
+        reduce_timer_slack()
 
     # ---------------------------------------------------------------- loop
     def serve_forever(self) -> None:
@@ -152,7 +138,7 @@ class CalibrationServer:
             self._flush(conn)
         if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
             try:
-                data, ancillary, _, _ = conn.sock.recvmsg(262_144, _CMSG_SPACE)
+                data, ancillary, _, _ = conn.sock.recvmsg(262_144, CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -161,7 +147,7 @@ class CalibrationServer:
             if not data:
                 self._close(conn)
                 return
-            conn.arrived_ns = _arrival(ancillary)
+            conn.arrived_ns = arrival_ns(ancillary)
             conn.inbuf += data
             self._parse(conn)
 
@@ -173,7 +159,7 @@ class CalibrationServer:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             conn = _Conn(sock)
             self.conns[conn.fd] = conn
             self.epoll.register(conn.fd, select.EPOLLIN)
@@ -428,85 +414,8 @@ class CalibrationServer:
         self._schedule(stream.first_deadline, stream)
 
 
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_CMSG_SPACE = socket.CMSG_SPACE(16)
-
-
-def _arrival(ancillary: list[tuple[int, int, bytes]]) -> int:
-    """Kernel receive stamp (CLOCK_REALTIME) moved onto perf_counter_ns; now if there is none."""
-    now = _now()
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
-            seconds, nanos = struct.unpack_from("qq", data)
-            stamp = int(seconds) * 1_000_000_000 + int(nanos) - (time.time_ns() - _now())
-            return min(stamp, now)
-    return now
-
-
-def raise_priority() -> str:
-    """SCHED_FIFO priority 10 where permitted, else nice -10; returns what was applied.
-
-    The process sleeps between deadlines, so it takes little CPU; the kernel's RT throttling
-    (sched_rt_runtime_us) still bounds it if it ever spun.
-    """
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(10))
-        return "SCHED_FIFO:10"
-    except (PermissionError, OSError, AttributeError):
-        pass
-    try:
-        os.nice(-10)
-        return "nice:-10"
-    except OSError:
-        return "default"
-
-
-def _reduce_timer_slack() -> None:
-    """Ask for 1 ns timer slack (default 50 us) so ``select`` wakes close to its timeout."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
-    except (OSError, AttributeError):
-        pass
-
-
-def _parse_args(argv: list[str] | None) -> ServerConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8100, help="0 picks a free port (printed on stdout)")
-    parser.add_argument("--ttft-ms", type=float, default=100.0)
-    parser.add_argument("--itl-ms", type=float, default=10.0)
-    parser.add_argument("--output-len", type=int, default=None, help="tokens per reply (default: max_tokens)")
-    parser.add_argument("--models", default="calib", help="comma-separated served names; * accepts any")
-    parser.add_argument("--token-text", default=" tok")
-    parser.add_argument("--fault", choices=["none", "non_sse", "malformed", "http500"], default="none")
-    parser.add_argument("--die-after-s", type=float, default=None)
-    parser.add_argument("--request-log", default=None)
-    parser.add_argument(
-        "--timing-log", default=None, help="per stream: id, receipt, first send, end (perf ns)"
-    )
-    parser.add_argument("--die-after-requests", type=int, default=None)
-    parser.add_argument("--realtime", action="store_true", help="run with SCHED_FIFO (or nice -10) priority")
-    args = parser.parse_args(argv)
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        ttft_ms=args.ttft_ms,
-        itl_ms=args.itl_ms,
-        output_len=args.output_len,
-        models=tuple(m for m in args.models.split(",") if m),
-        token_text=args.token_text,
-        fault=args.fault,
-        die_after_s=args.die_after_s,
-        request_log=args.request_log,
-        timing_log=args.timing_log,
-        realtime=args.realtime,
-        die_after_requests=args.die_after_requests,
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
-    config = _parse_args(argv)
+    config = parse_args(argv)
     priority = raise_priority() if config.realtime else "default"
     server = CalibrationServer(config)
     server.priority = priority

@@ -75,7 +75,7 @@ def test_timeout_unknown_model_and_faults() -> None:
     with calibration_server("--ttft-ms", "2000") as server:
         reply, parsed = _run(server.url, timeout_s=0.3)
         assert parsed.status == "timeout"
-        assert 0.25 < (reply.end_ns - reply.sent_ns) / 1e9 < 1.0
+        assert 0.05 < (reply.end_ns - reply.sent_ns) / 1e9 < 1.0  # the 0.3 s also covers connecting
         _, unknown = _run(server.url, body=BODY.replace(b'"calib"', b'"nope"'))
         assert unknown.status == "http_error"
         assert "does not exist" in unknown.error
