@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click import ClickException  # type: ignore[assignment]
 
 app = typer.Typer(no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # progress lines stay whole in logs
 
 CatalogOpt = Annotated[Path, typer.Option("--catalog", "-c", help="Catalog YAML (deploy/models/*.yaml).")]
 OnlyOpt = Annotated[list[str] | None, typer.Option("--only", help="Serve only these model ids (repeatable).")]
@@ -35,6 +35,12 @@ def _fail(message: str) -> NoReturn:
 def _quiet_vllm() -> None:
     # Only imported here to check arguments: its start-up notices (no Triton, no CUDA) are noise.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    _vllm_logs_to_stderr()
+
+
+def _vllm_logs_to_stderr() -> None:
+    # vLLM logs to stdout by default; stdout carries results (the endpoint, manifests) for scripts.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
 def _progress(message: str) -> None:
@@ -74,6 +80,7 @@ def up(  # noqa: PLR0917 - Typer maps parameters to options
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every replica.")] = 900.0,
 ) -> None:
     """Start Ray (or use --address), deploy every catalog model, wait for them, print the endpoint."""
+    _vllm_logs_to_stderr()
     from serving.catalog import CatalogError
     from serving.stack import ClusterError, PortInUseError, PortPlan, ServeError, ServeStack, StackConfig
 
