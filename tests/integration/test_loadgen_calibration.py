@@ -95,13 +95,14 @@ def test_closed_loop_matches_the_program_at_1_and_64_streams(tasks: Path, tmp_pa
     for line in timing_log.read_text().splitlines():
         request_id, _received, first_sent, _end = line.split()
         sent_by_server[request_id] = int(first_sent)
-    records = read_records(result.records_path)
+    records = [r for r in read_records(result.records_path) if r.phase == "measure"]  # what validity covers
+    # first tokens that shared a read with the second are flagged upper bounds (at most 1 % in a valid stage)
+    exact = [r for r in records if r.chunk_offsets_ns[0] != r.chunk_offsets_ns[1]]
+    assert len(exact) >= 0.99 * len(records)
     errors = [
-        (r.first_token_ns - sent_by_server[r.request_id]) / 1e9
-        for r in records
-        if r.first_token_ns is not None and r.request_id in sent_by_server
+        (r.first_token_ns - sent_by_server[r.request_id]) / 1e9 for r in exact if r.first_token_ns is not None
     ]
-    assert len(errors) == len(records)
+    assert len(errors) == len(exact)
     assert float(np.percentile(errors, 50)) < 0.001
     assert float(np.percentile(errors, 99)) < 0.002
     assert min(errors) > -0.0005  # never before the server sent it
