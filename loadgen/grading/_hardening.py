@@ -126,7 +126,7 @@ def program_bytes(arch: str, own_pid: int | None) -> bytes:
 
 
 def _install_own_filter() -> str:
-    import ctypes  # noqa: PLC0415 - costs ~5 ms of CPU per start; only this mode needs it
+    import ctypes
 
     arch = os.uname().machine
     libc = ctypes.CDLL(None, use_errno=True)

@@ -109,7 +109,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Counts by language, script and group; image sizes; prompt tokens per tokenizer."""
-    from loadgen.tasks.stats import compute  # noqa: PLC0415
+    from loadgen.tasks.stats import compute
 
     for path in tokenizer or []:
         if not path.is_file():

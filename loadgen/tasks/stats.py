@@ -89,7 +89,7 @@ class Stats:
 
 
 def compute(records: list[TaskRecord], tokenizers: list[Path] | None = None) -> Stats:
-    from tokenizers import Tokenizer  # noqa: PLC0415 - only when token counts are asked for
+    from tokenizers import Tokenizer
 
     loaded = {path.parent.name or path.name: Tokenizer.from_file(str(path)) for path in tokenizers or []}
     stats = Stats()

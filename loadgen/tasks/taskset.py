@@ -116,7 +116,7 @@ def _check_record(root: Path, line: int, record: TaskRecord) -> list[Problem]:
 
 def _grade_pair(record_json: str) -> tuple[str, str, str, str]:
     """Worker: (id, canonical verdict, its detail, verdict of a deliberately wrong answer)."""
-    from loadgen.grading import grade  # noqa: PLC0415 - imported in the worker process
+    from loadgen.grading import grade
 
     record = TaskRecord.model_validate_json(record_json)
     good = grade(record, f"```python\n{record.canonical_solution}\n```")

@@ -166,7 +166,7 @@ class Demo:
         return prom
 
     def _ray_temp_dir(self) -> Path:
-        return Path(f"/tmp/m3bench-ray-{self.settings.serve_port_base}")
+        return Path(f"/tmp/m3bench-ray-{self.settings.serve_port_base}")  # noqa: S108 - short socket paths
 
     def _start_serving(self, stack: ExitStack, catalog_path: Path) -> Any:
         from serving.stack import PortPlan, ServeStack, StackConfig

@@ -95,8 +95,8 @@ class TorchInt4CPULinearKernel(MPLinearKernel):
         x: torch.Tensor,
         bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        packed = getattr(layer, "int4_packed")
-        scale_and_offset = getattr(layer, "int4_scale_and_offset")
+        packed: torch.Tensor = layer.int4_packed  # type: ignore[assignment]
+        scale_and_offset: torch.Tensor = layer.int4_scale_and_offset  # type: ignore[assignment]
         out_shape = (*x.shape[:-1], packed.shape[0])
         x2 = x.reshape(-1, x.shape[-1])
         dtype = scale_and_offset.dtype

@@ -30,7 +30,7 @@ INSTRUCTION = (
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
     try:
-        import pyarrow.parquet as pq  # noqa: PLC0415 - optional dependency, only for Parquet input
+        import pyarrow.parquet as pq
     except ImportError:
         raise LoaderError(path, None, None, "reading Parquet needs pyarrow (pip install pyarrow)") from None
     table = pq.read_table(path)
