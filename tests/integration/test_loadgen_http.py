@@ -45,12 +45,16 @@ def test_stream_timing_matches_the_program_and_connections_are_reused() -> None:
             offsets_ms = [(t - reply.sent_ns) / 1e6 for t in parsed.content_ns]
             # never before the server's schedule (40, 48, ... ms); a descheduled reader can only see later
             assert all(at >= 40 + 8 * k for k, at in enumerate(offsets_ms))
-            assert offsets_ms[-1] < 72 + 10
-            ttfts.append(offsets_ms[0])
             assert parsed.output_tokens == 5
             assert len(parsed.content_ns) == 5
-        assert min(ttfts) < 40 + 3
+            read_delay_ms = (parsed.content_user_ns[0] - parsed.content_ns[0]) / 1e6
+            if read_delay_ms < 8 and parsed.coalesced_reads == 0:  # this process read every token in time
+                ttfts.append(offsets_ms[0])
+                assert offsets_ms[-1] < 72 + 3
         assert len(pool.idle) == 1
+        if not ttfts:
+            pytest.skip("machine too busy: this test process was descheduled past a token gap every time")
+        assert min(ttfts) < 40 + 3
 
 
 def test_endpoint_url_forms() -> None:
