@@ -12,12 +12,14 @@ which sends its share of the stage's absolute arrival schedule (users do not pac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from locust import LoadTestShape, User, constant, events, task
+from locust import runners as locust_runners
 from locust.runners import LocalRunner, MasterRunner, Runner, WorkerRunner
 
 from loadgen import controller as controller_module
@@ -25,6 +27,15 @@ from loadgen import worker as worker_module
 from loadgen.profile import RunConfig
 
 _state: dict[str, Any] = {"runtime": None, "controller": None}
+
+# Locust declares a worker missing after 3 s without a heartbeat; a worker building its runtime (task
+# set, request bodies, grader processes) on a loaded machine can take longer. 20 s, set where Locust
+# reads it (a module global when a heartbeat arrives, a default argument for a new worker).
+locust_runners.HEARTBEAT_LIVENESS = 20
+with contextlib.suppress(AttributeError, TypeError):
+    _defaults = locust_runners.WorkerNode.__init__.__defaults__
+    if _defaults is not None and len(_defaults) == 2:
+        locust_runners.WorkerNode.__init__.__defaults__ = (_defaults[0], 20)
 
 
 def _runtime() -> worker_module.WorkerRuntime:

@@ -77,7 +77,7 @@ class WorkerRuntime:
         self.anchor_wall_ns, self.anchor_perf_ns = time.time_ns(), _perf()
         self.endpoint = Endpoint.parse(config.endpoint)
         self.workload = Workload(config.tasks, config.models, profile.sampling, profile.request)
-        self.workload.warm()
+        self.workload.warm(pause=lambda: gevent.sleep(0))
         self.tasks_by_index = self.workload.tasks
         self.chat = profile.request.api == "chat"
         self.pool = ConnectionPool(self.endpoint, profile.request.connect_timeout_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,13 @@ class Workload:
         body.pop("model", None)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    def warm(self) -> None:
-        """Build every body now (before the first stage) so no image is read during measurement."""
+    def warm(self, pause: Callable[[], None] | None = None) -> None:
+        """Build every body now (before the first stage) so no image is read during measurement.
+
+        ``pause`` is called between tasks (a gevent yield), so heartbeats go out meanwhile.
+        """
         for index in range(len(self.tasks)):
             if index not in self._bodies:
                 self._bodies[index] = self._build(self.tasks[index])
+                if pause is not None:
+                    pause()
