@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -60,6 +61,10 @@ def demo(  # noqa: PLR0917 - Typer options
 
     from m3bench.demo.run import Demo
 
+    def _terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl-C does: everything started is stopped
+
+    signal.signal(signal.SIGTERM, _terminate)
     t0 = time.monotonic()
     run = Demo(settings, lambda m: err.print(f"[dim]{time.monotonic() - t0:6.0f}s[/] {m}", highlight=False))
     try:
