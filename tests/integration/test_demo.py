@@ -32,6 +32,10 @@ def _demo(results: Path, *extra: str) -> subprocess.Popen[str]:
         "quick",
         "--results",
         str(results),
+        "--port-base",
+        str(PORT_BASE),
+        "--http-port",
+        str(HTTP_PORT),
         *extra,
     ]
     return subprocess.Popen(
