@@ -18,7 +18,7 @@ AVX2_EMULATION = REPO / "tests" / "support" / "emulate_avx2"
 class ProbeRun:
     returncode: int
     result: dict[str, Any] | None
-    stderr: str
+    stderr: str  # stdout and stderr of the probe process
 
 
 def run_probe(
@@ -42,4 +42,5 @@ def run_probe(
     cmd += ["--max-tokens", str(max_tokens), "--decode-requests", str(decode_requests)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s, check=False)
     result = json.loads(out.read_text()) if proc.returncode == 0 and out.exists() else None
-    return ProbeRun(proc.returncode, result, proc.stderr)
+    # vLLM logs to stdout and Python tracebacks go to stderr: keep both.
+    return ProbeRun(proc.returncode, result, proc.stdout + proc.stderr)
