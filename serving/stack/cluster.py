@@ -56,6 +56,7 @@ class LocalRayCluster:
     ports: PortPlan
     nodes: list[NodeSpec]
     cluster_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    env: dict[str, str] = field(default_factory=dict)  # added to every node's environment
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -110,7 +111,7 @@ class LocalRayCluster:
         else:
             cmd.append(f"--address={self.address}")
         cmd += self.ports.node(index).start_args()
-        env = {**os.environ, MARKER_ENV: self.cluster_id, NODE_ENV: str(index)}
+        env = {**os.environ, **self.env, MARKER_ENV: self.cluster_id, NODE_ENV: str(index)}
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         detail = ""
         for _ in range(attempts):
@@ -161,6 +162,7 @@ class LocalRayCluster:
             "http_port": self.ports.http,
             "cluster_id": self.cluster_id,
             "nodes": [asdict(n) for n in self.nodes],
+            "env": dict(self.env),
         }
 
     @classmethod
@@ -170,6 +172,7 @@ class LocalRayCluster:
             ports=PortPlan(base=int(data["port_base"]), http=int(data["http_port"])),
             nodes=[NodeSpec(int(n["cpus"]), dict(n["resources"])) for n in data["nodes"]],
             cluster_id=str(data["cluster_id"]),
+            env=dict(data.get("env") or {}),
         )
 
 

@@ -58,6 +58,7 @@ class StackConfig:
     temp_dir: Path | None = None
     state_dir: Path | None = None
     ready_timeout_s: float = 900.0
+    env: dict[str, str] = field(default_factory=dict)  # every local-cluster process (RAY_SERVE_*, ...)
 
 
 def logical_cpus(catalog: Catalog) -> int:
@@ -132,7 +133,7 @@ class ServeStack:
             cpus = cfg.cpus_per_node or logical_cpus(self.catalog)
             nodes = [NodeSpec(cpus, dict(cfg.node_resources)) for _ in range(cfg.nodes)]
             temp_dir = cfg.temp_dir or Path(f"/tmp/m3bench-ray-{cfg.ports.base}")  # noqa: S108 - short: sockets
-            cluster = LocalRayCluster(temp_dir, cfg.ports, nodes)
+            cluster = LocalRayCluster(temp_dir, cfg.ports, nodes, env=dict(cfg.env))
             self.state = self._new_state(cluster.address, cluster.dashboard_url, cluster)
             self.state.save(self.state_dir)  # before starting: an interrupted start can still be stopped
             cluster.start(self.say)
