@@ -59,6 +59,16 @@ def _resources(text: str | None) -> dict[str, float]:
         raise typer.BadParameter(f"--node-resources wants a JSON object of numbers, got {text!r}") from None
 
 
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--env wants KEY=VALUE, got {pair!r}")
+        found[key] = value
+    return found
+
+
 @app.command()
 def up(  # noqa: PLR0917 - Typer maps parameters to options
     catalog: CatalogOpt,
@@ -76,13 +86,25 @@ def up(  # noqa: PLR0917 - Typer maps parameters to options
     node_resources: Annotated[
         str | None, typer.Option(help="Custom resources on every node, JSON, e.g. '{\"replica_slot\": 1}'.")
     ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="KEY=VALUE for every process of the local cluster (repeatable)."),
+    ] = None,
     state_dir: StateOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every replica.")] = 900.0,
 ) -> None:
     """Start Ray (or use --address), deploy every catalog model, wait for them, print the endpoint."""
     _vllm_logs_to_stderr()
     from serving.catalog import CatalogError
-    from serving.stack import ClusterError, PortInUseError, PortPlan, ServeError, ServeStack, StackConfig
+    from serving.stack import (
+        ClusterError,
+        PortInUseError,
+        PortPlan,
+        ServeError,
+        ServeStack,
+        StackConfig,
+        StateError,
+    )
 
     try:
         config = StackConfig(
@@ -93,10 +115,11 @@ def up(  # noqa: PLR0917 - Typer maps parameters to options
             node_resources=_resources(node_resources),
             state_dir=state_dir,
             ready_timeout_s=timeout,
+            env=_env_pairs(env or []),
         )
         stack = ServeStack(catalog, only=only, config=config, progress=_progress)
         state = stack.up()
-    except (CatalogError, ServeError, ClusterError, PortInUseError, ValueError) as e:
+    except (CatalogError, ServeError, ClusterError, PortInUseError, StateError, ValueError) as e:
         _fail(str(e))
     print(state.endpoint)
 
@@ -107,11 +130,14 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the state and health as JSON.")] = False,
 ) -> None:
     """Show the stack ``up`` started: endpoint, models, cluster, health. Exit 1 when none is up."""
-    from serving.stack import StackState, default_state_dir
+    from serving.stack import StackState, StateError, default_state_dir
     from serving.stack.health import health
 
     where = state_dir or default_state_dir()
-    state = StackState.load(where)
+    try:
+        state = StackState.load(where)
+    except StateError as e:
+        _fail(str(e))
     if state is None:
         err.print(f"no stack is up (no state in {where})")
         raise typer.Exit(1)
@@ -144,10 +170,13 @@ def down(
     ] = None,
 ) -> None:
     """Stop what ``up`` started: its own Ray cluster, or only its applications on an existing cluster."""
-    from serving.stack import StackState, default_state_dir, stop_stack
+    from serving.stack import StackState, StateError, default_state_dir, stop_stack
 
     where = state_dir or default_state_dir()
-    state = StackState.load(where)
+    try:
+        state = StackState.load(where)
+    except StateError as e:
+        _fail(str(e))
     if state is None:
         err.print(f"nothing to stop (no state in {where})")
         return

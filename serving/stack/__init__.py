@@ -4,7 +4,7 @@ applications, readiness, and the state ``status``/``down`` read."""
 from serving.stack.cluster import ClusterError, LocalRayCluster, NodeSpec
 from serving.stack.ports import DEFAULT_HTTP_PORT, DEFAULT_PORT_BASE, PortInUseError, PortPlan
 from serving.stack.stack import ServeError, ServeStack, StackConfig, check_endpoint, stack_alive, stop_stack
-from serving.stack.state import StackState, default_state_dir
+from serving.stack.state import StackState, StateError, default_state_dir
 
 __all__ = [
     "DEFAULT_HTTP_PORT",
@@ -18,6 +18,7 @@ __all__ = [
     "ServeStack",
     "StackConfig",
     "StackState",
+    "StateError",
     "check_endpoint",
     "default_state_dir",
     "stack_alive",

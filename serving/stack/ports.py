@@ -108,7 +108,13 @@ class PortPlan:
         return ports
 
     def check_free(self, nodes: int, include_http: bool = True) -> None:
-        """Raise :class:`PortInUseError` for the first needed port that something else holds."""
+        """Raise :class:`PortInUseError` for the first needed port that something else holds.
+
+        Raise ``ValueError`` first when the HTTP port is one of the plan's own Ray ports: Ray would
+        take it and Serve's proxy would fail to bind much later, mid-start.
+        """
+        if include_http:
+            self._check_http_apart(nodes)
         for purpose, port in self.named(nodes).items():
             if purpose == "Serve HTTP" and not include_http:
                 continue
@@ -124,6 +130,20 @@ class PortPlan:
                 raise PortInUseError(
                     f"ports {node.min_worker}-{node.max_worker} (Ray workers) are mostly in use; "
                     "choose another --port-base"
+                )
+
+    def _check_http_apart(self, nodes: int) -> None:
+        own = {port: purpose for purpose, port in self.named(nodes).items() if purpose != "Serve HTTP"}
+        if self.http in own:
+            raise ValueError(
+                f"HTTP port {self.http} is also this stack's {own[self.http]} port (port base {self.base})"
+            )
+        for i in range(nodes):
+            node = self.node(i)
+            if node.min_worker <= self.http <= node.max_worker:
+                raise ValueError(
+                    f"HTTP port {self.http} lies in this stack's Ray worker ports "
+                    f"{node.min_worker}-{node.max_worker} (port base {self.base})"
                 )
 
 

@@ -28,6 +28,7 @@ from serving.app import (
     INFO_APP_NAME,
     INFO_PATH,
     INFO_ROUTE_PREFIX,
+    ResolvedModel,
     build_info_app,
     build_llm_app,
     engine_arguments,
@@ -124,7 +125,8 @@ class ServeStack:
         except BaseException:
             self.down()
             raise
-        return self.state  # type: ignore[return-value]
+        assert self.state is not None
+        return self.state
 
     def _start_cluster(self) -> None:
         cfg = self.config
@@ -155,7 +157,7 @@ class ServeStack:
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
 
-    def _deploy(self, models: list[Any]) -> None:
+    def _deploy(self, models: list[ResolvedModel]) -> None:
         import ray
         from ray import serve
 

@@ -21,6 +21,10 @@ def default_state_dir() -> Path:
     return (Path(cache) if cache else Path.home() / ".cache" / "m3bench") / "serve"
 
 
+class StateError(RuntimeError):
+    """A state file that cannot be read; the message says which and what to do."""
+
+
 @dataclass
 class StackState:
     catalog_file: str | None
@@ -52,7 +56,7 @@ class StackState:
         try:
             return cls(**json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError) as e:
-            raise RuntimeError(f"unreadable serve state {path} ({e}); delete it if no stack runs") from None
+            raise StateError(f"unreadable serve state {path} ({e}); delete it if no stack runs") from None
 
     @staticmethod
     def remove(state_dir: Path) -> None:

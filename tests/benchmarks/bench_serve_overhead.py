@@ -6,9 +6,11 @@ Both servers stay up for the whole run and the load alternates between them (bar
 so that whatever else the machine does at the time weighs on both alike. Each round is a closed loop at
 a fixed concurrency with image + text requests and a fixed output length (``ignore_eos``). Figures:
 output-token throughput (ok requests' usage tokens / measure window) pooled over rounds, its Ray/bare
-ratio, and TTFT p50/p99 over all ok measure-phase requests, plus the per-round throughput ratios.
+ratio, and TTFT p50/p99 over all ok measure-phase requests, plus the per-round throughput ratios and
+the CPU seconds every process used in each round (where Ray Serve's cost goes).
 
     .venv/bin/python tests/benchmarks/bench_serve_overhead.py --rounds 3 --concurrency 4 --measure-s 30
+    .venv/bin/python tests/benchmarks/bench_serve_overhead.py --batching-ms 50   # Ray Serve LLM's default
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from loadgen.calibration.tasks import write_calibration_tasks
 from loadgen.profile import Profile, RunConfig
@@ -105,6 +108,30 @@ def run_round(
     return result.records_path
 
 
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by every process, labelled by its title (Ray and vLLM name theirs)."""
+    found = {}
+    for process in psutil.process_iter(["name", "cmdline"]):
+        try:
+            times = process.cpu_times()
+            label = process.info["name"] or "?"
+            if label.startswith("python"):
+                label = " ".join((process.info["cmdline"] or [])[1:3])[-48:]
+            found[process.pid] = (label, times.user + times.system)
+        except psutil.Error:
+            continue
+    return found
+
+
+def cpu_used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per process label between two snapshots (labels above 0.5 s)."""
+    used: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        delta = seconds - before.get(pid, (label, 0.0))[1]
+        used[label] = used.get(label, 0.0) + delta
+    return {k: round(v, 1) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0.5}
+
+
 def figures(paths: list[Path]) -> dict[str, Any]:
     tokens, window, ttfts, errors = 0, 0.0, [], 0
     for path in paths:
@@ -126,7 +153,11 @@ def figures(paths: list[Path]) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--catalog", type=Path, default=CATALOG)
     ap.add_argument("--model", default="tiny-llava-awq")
+    ap.add_argument(
+        "--batching-ms", type=float, default=None, help="override the catalog's stream_batching_interval_ms"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--measure-s", type=float, default=30.0)
@@ -136,8 +167,10 @@ def main() -> int:
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="m3bench-overhead-"))
     out.mkdir(parents=True, exist_ok=True)
-    catalog = load_catalog(CATALOG).select([args.model])
-    (model,) = resolve_models(catalog, CATALOG.parent)
+    catalog = load_catalog(args.catalog).select([args.model])
+    if args.batching_ms is not None:
+        catalog = catalog.model_copy(update={"stream_batching_interval_ms": args.batching_ms})
+    (model,) = resolve_models(catalog, args.catalog.resolve().parent)
     kwargs = engine_arguments(catalog, model)
     tasks = write_calibration_tasks(
         out / "tasks", per_language=4, languages=("en", "zh"), max_tokens=args.max_tokens
@@ -147,6 +180,7 @@ def main() -> int:
         raise SystemExit(f"port {bare_port} is in use; pass another --port-base")
     temp_dir = Path(f"/tmp/m3bo-{args.port_base}")  # short: Ray's socket paths
     paths: dict[str, list[Path]] = {"bare": [], "ray": []}
+    cpu: dict[str, list[dict[str, float]]] = {"bare": [], "ray": []}  # CPU seconds per process, per round
     with ExitStack() as stack:
         print(f"bare vLLM: {' '.join(bare_server_command(kwargs, args.model, bare_port))}", flush=True)
         endpoints = {"bare": start_bare(kwargs, args.model, bare_port, out / "bare-vllm.log", stack)}
@@ -165,8 +199,11 @@ def main() -> int:
         for round_index in range(args.rounds):
             for name in ("bare", "ray"):
                 run_id = f"{name}-{round_index}"
+                before = cpu_snapshot()
                 paths[name].append(run_round(endpoints[name], args.model, tasks, out / "load", run_id, args))
-                print(f"round {round_index} {name}: {json.dumps(figures(paths[name][-1:]))}", flush=True)
+                cpu[name].append(cpu_used(before, cpu_snapshot()))
+                row = {**figures(paths[name][-1:]), "cpu_s": cpu[name][-1]}
+                print(f"round {round_index} {name}: {json.dumps(row)}", flush=True)
     result = {name: figures(p) for name, p in paths.items()}
     ratios = [
         figures([r])["output_tokens_per_s"] / figures([b])["output_tokens_per_s"]
@@ -178,6 +215,8 @@ def main() -> int:
     result["per_round_ratios"] = ratios
     result["ttft_p50_delta_ms"] = result["ray"]["ttft_p50_ms"] - result["bare"]["ttft_p50_ms"]
     result["ttft_p99_delta_ms"] = result["ray"]["ttft_p99_ms"] - result["bare"]["ttft_p99_ms"]
+    result["stream_batching_interval_ms"] = catalog.stream_batching_interval_ms
+    result["cpu_seconds_per_round"] = cpu
     result["settings"] = {
         **vars(args),
         "out": str(out),

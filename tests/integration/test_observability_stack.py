@@ -48,7 +48,7 @@ def _free_port_base() -> int:
     for _ in range(20):
         base = random.randrange(46000, 60000, 1000)
         try:
-            PortPlan(base=base).check_free(1, include_http=False)
+            PortPlan(base=base, http=base + 150).check_free(1)
         except PortInUseError:
             continue
         return base
@@ -104,7 +104,7 @@ def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: 
         config, tmp_path / "prometheus", free_port(), results_dir=tmp_path, run_id="obs"
     ) as prom:
         stack_config = StackConfig(
-            ports=PortPlan(base=base, http=free_port()),
+            ports=PortPlan(base=base, http=base + 150),  # not an ephemeral port: it may fall in the block
             temp_dir=ray_temp,
             state_dir=tmp_path / "serve-state",
             ready_timeout_s=420,

@@ -51,7 +51,15 @@ def test_port_in_use_is_named(listener: int) -> None:
     with pytest.raises(
         PortInUseError, match=rf"port {listener} \(Serve HTTP\) is in use; choose another with --http-port"
     ):
-        PortPlan(base=41000, http=listener).check_free(nodes=1)
+        PortPlan(base=20000, http=listener).check_free(nodes=1)  # below the ephemeral ports
+
+
+@pytest.mark.parametrize(
+    ("http", "what"), [(40001, "Ray dashboard"), (40205, "Ray worker ports 40200-40299")]
+)
+def test_http_port_inside_the_own_block_is_refused(http: int, what: str) -> None:
+    with pytest.raises(ValueError, match=f"HTTP port {http} .*{what}"):
+        PortPlan(base=40000, http=http).check_free(nodes=1)
 
 
 def test_scoped_finder_ends_only_marked_processes(tmp_path: Path) -> None:
