@@ -43,6 +43,7 @@ class NodeSpec:
 
     cpus: int
     resources: dict[str, float] = field(default_factory=dict)
+    gpus: int | None = 0  # None: let Ray detect the node's GPUs (a GPU catalog)
 
 
 def ray_command() -> list[str]:
@@ -98,10 +99,11 @@ class LocalRayCluster:
             self.stop()
             raise
 
-    def _ray_start(self, index: int, node: NodeSpec, attempts: int = 3) -> None:
-        """``ray start`` one node. Ray gives a raylet 30 s to register with the GCS; on a loaded machine
-        that can pass, so a failed start is cleaned up (that node's processes only) and retried."""
-        cmd = [*ray_command(), "start", f"--num-cpus={node.cpus}", "--num-gpus=0"]
+    def start_command(self, index: int, node: NodeSpec) -> list[str]:
+        """The ``ray start`` command line of node ``index`` (0: the head)."""
+        cmd = [*ray_command(), "start", f"--num-cpus={node.cpus}"]
+        if node.gpus is not None:
+            cmd.append(f"--num-gpus={node.gpus}")
         cmd += [f"--object-store-memory={OBJECT_STORE_BYTES}", "--disable-usage-stats"]
         if node.resources:
             cmd.append(f"--resources={json.dumps(node.resources)}")
@@ -111,6 +113,12 @@ class LocalRayCluster:
         else:
             cmd.append(f"--address={self.address}")
         cmd += self.ports.node(index).start_args()
+        return cmd
+
+    def _ray_start(self, index: int, node: NodeSpec, attempts: int = 3) -> None:
+        """``ray start`` one node. Ray gives a raylet 30 s to register with the GCS; on a loaded machine
+        that can pass, so a failed start is cleaned up (that node's processes only) and retried."""
+        cmd = self.start_command(index, node)
         env = {**os.environ, **self.env, MARKER_ENV: self.cluster_id, NODE_ENV: str(index)}
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         detail = ""
@@ -170,7 +178,7 @@ class LocalRayCluster:
         return cls(
             temp_dir=Path(data["temp_dir"]),
             ports=PortPlan(base=int(data["port_base"]), http=int(data["http_port"])),
-            nodes=[NodeSpec(int(n["cpus"]), dict(n["resources"])) for n in data["nodes"]],
+            nodes=[NodeSpec(int(n["cpus"]), dict(n["resources"]), n.get("gpus", 0)) for n in data["nodes"]],
             cluster_id=str(data["cluster_id"]),
             env=dict(data.get("env") or {}),
         )
@@ -185,7 +193,8 @@ def _failure_line(output: str) -> str:
 
 
 def _resources_text(node: NodeSpec) -> str:
-    return "".join(f", {k}={v:g}" for k, v in sorted(node.resources.items()))
+    gpus = ", GPUs as detected" if node.gpus is None else f", {node.gpus} GPUs" if node.gpus else ""
+    return gpus + "".join(f", {k}={v:g}" for k, v in sorted(node.resources.items()))
 
 
 def _names_dir(arguments: list[str], directory: str) -> bool:

