@@ -82,12 +82,22 @@ class Sweep(StageTimes):
 
 
 class Sampling(_Model):
-    by: Literal["language", "task"] = Field(
-        default="language", description="language: pick a language uniformly, then a task; task: any task."
+    by: Literal["language", "task", "cycle"] = Field(
+        default="language",
+        description=(
+            "language: pick a language uniformly, then a task; task: any task; cycle: every (model, task) "
+            "pair once per lap, in an order shuffled by the profile's seed, each stage from the lap's start."
+        ),
     )
     languages: list[str] | None = Field(default=None, description="Only these natural languages (BCP-47).")
     groups: list[str] | None = Field(default=None, description="Only these metadata.group values.")
     model_weights: dict[str, float] | None = Field(default=None, description="Relative share per model.")
+
+    @model_validator(mode="after")
+    def _cycle_has_no_weights(self) -> Sampling:
+        if self.by == "cycle" and self.model_weights is not None:
+            raise ValueError("model_weights do not apply to by: cycle (every model is asked every task)")
+        return self
 
 
 class RequestOptions(_Model):

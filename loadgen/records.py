@@ -38,6 +38,9 @@ class RequestRecord(BaseModel):
     worker: str = Field(description="Locust process that sent it: 'local' or 'w<index>'.")
     model: str
     task_id: str
+    task_group: str | None = Field(
+        default=None, description="The task's metadata.group, e.g. 'image' or 'text-only'."
+    )
     language: str
     scheduled_ns: int | None = Field(
         default=None, description="Open loop: the absolute target send time. Closed loop: None."

@@ -47,6 +47,7 @@ class ActiveStage:
     opened: OpenLoopPhases | None
     done_sent: bool = False
     cpu_at_start: float = 0.0
+    sends: int = 0  # closed loop: this process's sends so far (its cycle slots: position + workers * k)
 
 
 @dataclass
@@ -76,7 +77,9 @@ class WorkerRuntime:
         self.plans = build_plans(profile)
         self.anchor_wall_ns, self.anchor_perf_ns = time.time_ns(), _perf()
         self.endpoint = Endpoint.parse(config.endpoint)
-        self.workload = Workload(config.tasks, config.models, profile.sampling, profile.request)
+        self.workload = Workload(
+            config.tasks, config.models, profile.sampling, profile.request, seed=profile.seed
+        )
         self.workload.warm(pause=lambda: gevent.sleep(0))
         self.tasks_by_index = self.workload.tasks
         self.chat = profile.request.api == "chat"
@@ -161,7 +164,9 @@ class WorkerRuntime:
         if elapsed < 0:
             gevent.sleep(min(-elapsed, 0.05))
             return
-        model, task_index = self.workload.draw(rng)
+        slot = stage.position + stage.workers * stage.sends  # the workers interleave one cycle
+        stage.sends += 1
+        model, task_index = self.workload.draw(rng, slot)
         reply = self.perform(stage, stage.closed.phase(elapsed), model, task_index, None)
         if reply.error_kind == "connect":
             gevent.sleep(0.2)  # cannot connect: do not spin on a dead endpoint
@@ -183,7 +188,7 @@ class WorkerRuntime:
         changed = self.stage_changed
         cap = self.profile.generator.max_inflight
         for index, offset, rng in arrivals(stage.plan, self.profile.arrival, self.profile.seed):
-            model, task_index = self.workload.draw(rng)
+            model, task_index = self.workload.draw(rng, index)  # every worker draws every arrival
             phase = stage.opened.phase(offset) or "cooldown"
             if index % stage.workers != stage.position:
                 continue
@@ -263,6 +268,7 @@ class WorkerRuntime:
             worker=self.tag,
             model=model,
             task_id=task.id,
+            task_group=task.metadata.group,
             language=task.natural_language,
             scheduled_ns=scheduled_ns,
             sent_ns=reply.sent_ns,

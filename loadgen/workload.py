@@ -4,6 +4,11 @@ Bodies are built once per task (image as a base64 data URL, the task's prompt, w
 instruction in the task's language) and kept as bytes with the model name spliced in at send time, so
 the hot path copies bytes and formats nothing. Draws take exactly three ``random()`` values, which
 keeps an open-loop arrival sequence identical on every worker.
+
+``Sampling.by: cycle`` makes draws deterministic: the n-th send of a stage (its *slot*) asks pair
+``n mod lap`` of a fixed list of every (model, task) pair, shuffled once by the seed. Any ``lap``
+consecutive slots ask every pair exactly once, so a stage with no warmup and ``measure_requests`` equal
+to ``lap`` measures each task once per model (what an accuracy run wants), whatever the concurrency.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ class Workload:
         models: list[str],
         sampling: Sampling,
         request: RequestOptions,
+        *,
         tasks: list[TaskRecord] | None = None,
+        seed: int = 0,
     ) -> None:
         self.root = task_dir if task_dir.is_dir() else task_dir.parent
         every = tasks if tasks is not None else load_tasks(task_dir)
@@ -74,12 +81,23 @@ class Workload:
         for value in shares:
             running += value / total
             self.cumulative.append(running)
+        order = list(range(len(chosen)))
+        random.Random(f"m3bench-cycle:{seed}").shuffle(order)
+        self.cycle = [(model, index) for index in order for model in models] if self.by == "cycle" else []
         self._bodies: dict[int, bytes] = {}
         self.path = "/v1/chat/completions" if request.api == "chat" else "/v1/completions"
 
-    def draw(self, rng: random.Random) -> tuple[str, int]:
-        """(model, task index): always exactly three draws from ``rng``."""
+    @property
+    def lap(self) -> int:
+        """Sends that ask every (model, task) pair once under ``by: cycle``."""
+        return len(self.tasks) * len(self.models)
+
+    def draw(self, rng: random.Random, slot: int = 0) -> tuple[str, int]:
+        """(model, task index): always exactly three draws from ``rng``. ``slot``: the send's position in
+        its stage (0, 1, ...), which alone decides the pair under ``by: cycle``."""
         pick_model, pick_language, pick_task = rng.random(), rng.random(), rng.random()
+        if self.cycle:
+            return self.cycle[slot % len(self.cycle)]
         model = self.models[-1]
         for name, edge in zip(self.models, self.cumulative, strict=True):
             if pick_model < edge:

@@ -59,6 +59,34 @@ def test_draws_are_seeded_and_balanced_by_language(task_dir: Path) -> None:
     assert rng_a.random() == rng_b.random()  # exactly three draws, whatever is chosen
 
 
+def test_cycle_asks_every_pair_once_per_lap_in_a_seeded_order(task_dir: Path) -> None:
+    workload = Workload(task_dir, ["a", "b"], Sampling(by="cycle"), RequestOptions(), seed=7)
+    pairs = {(model, index) for model in ("a", "b") for index in range(len(workload.tasks))}
+    assert workload.lap == len(pairs) == 18
+    rng = random.Random(3)
+    first = [workload.draw(rng, slot) for slot in range(workload.lap)]
+    assert set(first) == pairs  # each (model, task) exactly once
+    assert [workload.draw(rng, slot) for slot in range(workload.lap, 2 * workload.lap)] == first
+    assert [workload.draw(rng, slot) for slot in range(5, 5 + workload.lap)] != first
+    assert {workload.draw(rng, slot) for slot in range(5, 5 + workload.lap)} == pairs  # any window
+    # Workers of a closed loop interleave the slots (position + workers * k): together, one lap.
+    shares = {p: range(p, workload.lap, 3) for p in range(3)}
+    assert {workload.draw(rng, s) for slots in shares.values() for s in slots} == pairs
+    assert first[0][1] == workload.draw(random.Random(99), 0)[1]  # the slot decides, not the RNG
+    same = Workload(task_dir, ["a", "b"], Sampling(by="cycle"), RequestOptions(), seed=7)
+    other = Workload(task_dir, ["a", "b"], Sampling(by="cycle"), RequestOptions(), seed=8)
+    order = [workload.draw(rng, slot) for slot in range(workload.lap)]
+    assert [same.draw(rng, slot) for slot in range(workload.lap)] == order
+    assert [other.draw(rng, slot) for slot in range(workload.lap)] != order
+    rng_a, rng_b = random.Random(2), random.Random(2)
+    workload.draw(rng_a, 4)
+    for _ in range(3):
+        rng_b.random()
+    assert rng_a.random() == rng_b.random()  # still exactly three draws (open loop stays in step)
+    with pytest.raises(ValueError, match="model_weights do not apply"):
+        Sampling(by="cycle", model_weights={"a": 1.0})
+
+
 def test_filters_and_their_errors(task_dir: Path) -> None:
     only = Workload(task_dir, ["a"], Sampling(languages=["ar"]), RequestOptions())
     assert {t.natural_language for t in only.tasks} == {"ar"}
