@@ -1,7 +1,8 @@
 """Capacity-planning report: re-rendered from a results directory's saved files alone.
 
 ``build_report(results_dir, options)`` reads ``RESULTS_DIR/index.json`` (``inputs``), recomputes every
-sweep's stage summaries from its records (``sweeps``), plans (``planner``, ``analysis``) and writes
+sweep's stage summaries from its records (``sweeps``), scores the accuracy runs (``accuracy``), plans
+(``planner``, ``analysis``) and writes
 report.json, report.md and a self-contained report.html under ``RESULTS_DIR/report`` (``render``).
 It never imports the serving side and never talks to a live service.
 """
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from m3bench.report.accuracy import load_accuracy_runs
 from m3bench.report.analysis import ReportOptions, build_document
 from m3bench.report.inputs import ReportError, load_index, optional_path
 from m3bench.report.render import panel_images, write_report
@@ -39,6 +41,11 @@ def build_report(results_dir: Path, options: ReportOptions, out_dir: Path | None
     window = optional_path(results_dir, index.prometheus_window, "prometheus_window")
     panels = panel_images(optional_path(results_dir, index.panels_dir, "panels_dir"))
     document = build_document(
-        results_dir.resolve(), index, sweeps, options, _observability(results_dir, window, panels)
+        results_dir.resolve(),
+        index,
+        sweeps,
+        options,
+        _observability(results_dir, window, panels),
+        accuracy_runs=load_accuracy_runs(results_dir, index),
     )
     return write_report(document, out_dir or results_dir / "report", panels)

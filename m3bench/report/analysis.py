@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from loadgen.profile import Slo
 from loadgen.summary import FORMULAS as SUMMARY_FORMULAS
 from m3bench.report import planner
+from m3bench.report.accuracy import AccuracyRun, build_accuracy
 from m3bench.report.inputs import ResultsIndex
 from m3bench.report.planner import FORMULAS, Level, Slos
 from m3bench.report.sweeps import LoadedSweep
@@ -168,10 +169,22 @@ def analyze_sweep(sweep: LoadedSweep, options: ReportOptions) -> dict[str, Any]:
         "cost_per_million_at_capacity": quantity(
             planner.cost_per_million_tokens(price, accelerators, saturation.capacity, tokens), "USD", cost
         ),
+        "output_note": _output_note(sweep.run_config),
         "run_config": sweep.run_config,
         "versions": sweep.provenance.get("versions", {}),
         "git_sha": sweep.provenance.get("git_sha"),
     }
+
+
+def _output_note(run_config: dict[str, Any]) -> str | None:
+    """Why a sweep's accuracy column does not measure the model, if its outputs were cut."""
+    request = run_config.get("profile", {}).get("request", {})
+    cap = request.get("max_tokens")
+    if cap is None:
+        return None
+    fixed = bool((request.get("extra_body") or {}).get("ignore_eos"))
+    how = f"every output is exactly {cap} tokens (ignore_eos)" if fixed else f"outputs stop at {cap} tokens"
+    return f"{how}: answers are truncated, so this sweep's accuracy column does not measure the model"
 
 
 def _pooled_accuracy(sweeps: list[LoadedSweep]) -> dict[str, dict[str, Any]]:
@@ -302,8 +315,12 @@ def build_document(
     sweeps: list[LoadedSweep],
     options: ReportOptions,
     observability: dict[str, Any] | None = None,
+    *,
+    accuracy_runs: list[AccuracyRun] | None = None,
 ) -> dict[str, Any]:
     analyzed = [analyze_sweep(sweep, options) for sweep in sweeps]
+    accuracy = build_accuracy(accuracy_runs or [], index.run.accuracy_note)
+    measured = {row["model"]: row for row in accuracy["models"]}
     by_model: dict[str, list[int]] = defaultdict(list)
     for position, sweep in enumerate(sweeps):
         by_model[sweep.entry.model].append(position)
@@ -314,23 +331,37 @@ def build_document(
         passed = sum(row["pass"] for row in languages.values())
         graded = sum(row["graded"] for row in languages.values())
         model_sweeps = [analyzed[p] for p in positions]
-        models.append(
-            {
-                "model": model,
-                "family": entry.family,
-                "quantization": entry.quantization,
-                "sweeps": model_sweeps,
-                "accuracy": passed / graded if graded else None,
-                "graded": graded,
-                "accuracy_by_language": languages,
-                "planning": _planning(model_sweeps, options),
+        row = {
+            "model": model,
+            "family": entry.family,
+            "quantization": entry.quantization,
+            "sweeps": model_sweeps,
+            "accuracy": passed / graded if graded else None,
+            "graded": graded,
+            "accuracy_by_language": languages,
+            "accuracy_source": "load sweeps (pass / graded)",
+            "planning": _planning(model_sweeps, options),
+        }
+        scored = measured.get(model)
+        if scored is not None:  # natural output lengths beat whatever the sweeps cut
+            row["accuracy"] = scored["pass_at_1"]
+            row["accuracy_by_language"] = {
+                language: {**counts, "accuracy": counts["pass_at_1"]}
+                for language, counts in scored["by_language"].items()
             }
-        )
+            row["accuracy_source"] = f"accuracy run {scored['run']} (pass@1 over {scored['tasks']} tasks)"
+        models.append(row)
     warnings = [
         f"{sweep['label']}: levels {', '.join(sweep['excluded_levels'])} excluded "
         "(the load generator marked them invalid)"
         for sweep in analyzed
         if sweep["excluded_levels"]
+    ]
+    warnings += [f"accuracy run {r['label']}: {r['coverage']}" for r in accuracy["runs"] if r["coverage"]]
+    warnings += [
+        f"{r['model']}: accuracy depends on load: {r['note']}"
+        for r in accuracy["load"]
+        if not r["within_noise"]
     ]
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -341,6 +372,7 @@ def build_document(
         "slos": options.slos().describe(),
         "models": models,
         "comparison": _comparison(models),
+        "accuracy": accuracy,
         "planner_check": _check(models, options),
         "formulas": {"planner": FORMULAS, "measurement": SUMMARY_FORMULAS},
         "observability": observability or {},

@@ -38,6 +38,9 @@ class SweepEntry(_Model):
         default=None, description="The model name in the run's records (default: model)."
     )
     quantization: Literal["awq", "gptq", "none"]
+    group_size: int | None = Field(
+        default=None, gt=0, description="INT4 quantization group size (default: from a '-g<N>' name suffix)."
+    )
     family: str = Field(min_length=1, description="Model family, e.g. llava, qwen2-vl.")
     replicas: int = Field(ge=1, description="Serving replicas behind the endpoint during this sweep.")
     accelerator: str = Field(min_length=1, description="What one replica runs on, e.g. 'cpu-2core', 'H200'.")
@@ -50,6 +53,30 @@ class SweepEntry(_Model):
     @property
     def label(self) -> str:
         return self.name or f"{self.model} x{self.replicas}"
+
+    @property
+    def record_model(self) -> str:
+        return self.served_name or self.model
+
+
+class AccuracyEntry(_Model):
+    """One accuracy run: natural output lengths, temperature 0, each task asked a fixed number of times
+    (``sampling.by: cycle``), at one load; its measure-phase records are what counts."""
+
+    name: str | None = Field(default=None, description="Unique label; default '<model> <load>'.")
+    model: str = Field(min_length=1, description="Model id as the report shows it.")
+    served_name: str | None = Field(default=None, description="The model name in the records.")
+    quantization: Literal["awq", "gptq", "none"]
+    group_size: int | None = Field(default=None, gt=0, description="INT4 group size.")
+    family: str = Field(min_length=1)
+    load: Literal["low", "saturation"] = Field(
+        description="low: no queueing (e.g. one stream); saturation: the sweeps' highest load."
+    )
+    run_dir: str = Field(min_length=1, description="Load-generator run directory, relative to RESULTS_DIR.")
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.model} {self.load}"
 
     @property
     def record_model(self) -> str:
@@ -69,12 +96,18 @@ class RunMetadata(_Model):
     )
     machine: str | dict[str, Any] = Field(description="Where the servers ran: a line or a mapping.")
     notes: list[str] = Field(default_factory=list)
+    accuracy_note: str | None = Field(
+        default=None, description="What the accuracy figures measure; heads the report's Accuracy section."
+    )
 
 
 class ResultsIndex(_Model):
     schema_version: Literal[1] = INDEX_SCHEMA_VERSION
     run: RunMetadata
     sweeps: list[SweepEntry] = Field(min_length=1)
+    accuracy: list[AccuracyEntry] = Field(
+        default_factory=list, description="Accuracy runs (natural output lengths), at low load or saturation."
+    )
     prometheus_window: str | None = Field(
         default="prometheus_window.json", description="Saved Prometheus time range of the run (if present)."
     )
@@ -84,10 +117,13 @@ class ResultsIndex(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> ResultsIndex:
-        labels = [sweep.label for sweep in self.sweeps]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
-        if duplicates:
-            raise ValueError(f"sweep labels must be unique (set 'name'): {', '.join(duplicates)}")
+        for what, labels in (
+            ("sweep", [sweep.label for sweep in self.sweeps]),
+            ("accuracy run", [run.label for run in self.accuracy]),
+        ):
+            duplicates = sorted({label for label in labels if labels.count(label) > 1})
+            if duplicates:
+                raise ValueError(f"{what} labels must be unique (set 'name'): {', '.join(duplicates)}")
         return self
 
 
@@ -121,15 +157,20 @@ def load_index(results_dir: Path) -> ResultsIndex:
         index = ResultsIndex.model_validate(data)
     except ValidationError as exc:
         raise ReportError(_one_line(exc, path)) from None
-    for sweep in index.sweeps:
-        records = run_dir(results_dir, sweep) / "records.jsonl"
+    entries: list[SweepEntry | AccuracyEntry] = [*index.sweeps, *index.accuracy]
+    for entry in entries:
+        records = run_dir(results_dir, entry) / "records.jsonl"
         if not records.is_file():
-            raise ReportError(f"sweep {sweep.label!r}: {records} is missing")
+            raise ReportError(f"{_kind(entry)} {entry.label!r}: {records} is missing")
     return index
 
 
-def run_dir(results_dir: Path, sweep: SweepEntry) -> Path:
-    return _inside(results_dir, sweep.run_dir, f"sweep {sweep.label!r} run_dir")
+def _kind(entry: SweepEntry | AccuracyEntry) -> str:
+    return "sweep" if isinstance(entry, SweepEntry) else "accuracy run"
+
+
+def run_dir(results_dir: Path, entry: SweepEntry | AccuracyEntry) -> Path:
+    return _inside(results_dir, entry.run_dir, f"{_kind(entry)} {entry.label!r} run_dir")
 
 
 def optional_path(results_dir: Path, relative: str | None, what: str) -> Path | None:

@@ -178,6 +178,37 @@ def accuracy_by_language(models: list[dict[str, Any]]) -> bytes:
     return _png(figure)
 
 
+def accuracy_overview(accuracy: dict[str, Any]) -> bytes:
+    """pass@1 per model: all tasks, image and text-only tasks at low load, and all tasks at saturation."""
+    rows = accuracy["models"]
+    saturated = {row["model"]: row["pass_at_1_saturation"] for row in accuracy["load"]}
+    series = [
+        ("all (low load)", [row["pass_at_1"] for row in rows]),
+        ("image", [row["by_group"].get("image", {}).get("pass_at_1") for row in rows]),
+        ("text-only", [row["by_group"].get("text-only", {}).get("pass_at_1") for row in rows]),
+        ("all (saturation)", [saturated.get(row["model"]) for row in rows]),
+    ]
+    series = [(name, values) for name, values in series if any(v is not None for v in values)]
+    figure = Figure(figsize=(max(6, 1.6 * len(rows) + 2), 4), layout="constrained")
+    ax = figure.subplots()
+    width = 0.8 / max(1, len(series))
+    for number, (name, values) in enumerate(series):
+        positions = [i + number * width for i in range(len(rows))]
+        bars = ax.bar(positions, [(v or 0.0) * 100 for v in values], width=width, label=name)
+        ax.bar_label(bars, labels=["–" if v is None else f"{v:.0%}" for v in values], fontsize=7)
+    ax.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(rows))],
+        [f"{row['model']}\n{row['scheme']}" for row in rows],
+        fontsize=8,
+    )
+    ax.set_ylabel("pass@1 (%)")
+    ax.set_ylim(0, 112)
+    ax.set_title("pass@1 by model: image versus text-only, low load versus saturation")
+    _legend(ax, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(series))
+    ax.grid(alpha=0.3, axis="y")
+    return _png(figure)
+
+
 def planner_check(rows: list[dict[str, Any]]) -> bytes:
     figure = Figure(figsize=(max(6, 1.8 * len(rows) + 2), 4), layout="constrained")
     ax = figure.subplots()

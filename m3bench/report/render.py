@@ -50,6 +50,11 @@ def _signed_pct(value: float | None) -> str:
     return DASH if value is None else f"{value * 100:+.1f}%"
 
 
+def _pp(value: float | None) -> str:
+    """A difference of two fractions in percentage points."""
+    return DASH if value is None else f"{value * 100:+.1f} pp"
+
+
 def _bound(bound: str) -> str:
     return {
         "interpolated": "interpolated",
@@ -86,6 +91,7 @@ def _environment() -> jinja2.Environment:
         pct=_pct,
         usd=_usd,
         signed_pct=_signed_pct,
+        pp=_pp,
         bound=_bound,
         md=_md_cell,
         slug=slug,
@@ -106,6 +112,8 @@ def make_figures(document: dict[str, Any]) -> dict[str, bytes]:
     if document["models"]:
         figures["accuracy-by-language"] = plots.accuracy_by_language(document["models"])
         figures["pareto"] = plots.pareto(document["comparison"])
+    if document.get("accuracy", {}).get("models"):
+        figures["accuracy-overview"] = plots.accuracy_overview(document["accuracy"])
     if document["planner_check"]:
         figures["planner-check"] = plots.planner_check(document["planner_check"])
     return figures
