@@ -31,6 +31,16 @@ def demo(  # noqa: PLR0917 - Typer options
     scale: Annotated[
         bool, typer.Option(help="Also sweep one INT4 model at 2 replicas (planner check).")
     ] = True,
+    accuracy: Annotated[
+        bool,
+        typer.Option(
+            help="Accuracy phase: each model asked every accuracy task once at one stream (natural "
+            "output lengths), one INT4 model again at the highest concurrency."
+        ),
+    ] = True,
+    accuracy_problems: Annotated[
+        int | None, typer.Option(help="Problems per language in the accuracy phase (the demo set's first).")
+    ] = None,
 ) -> None:
     """Build the embedded models and task set, serve them on a 2-node Ray cluster, sweep load with
     Locust, grade, and write records, summaries, dashboards and a capacity-planning report."""
@@ -39,8 +49,11 @@ def demo(  # noqa: PLR0917 - Typer options
     values: dict[str, Any] = {**PRESETS[preset], "results_root": results}
     if models:
         values["models"] = models
+        int4 = next((m for m in models if not m.endswith("bf16")), None)
         if scale and DemoSettings().scale_model not in models:
-            values["scale_model"] = next((m for m in models if not m.endswith("bf16")), None)
+            values["scale_model"] = int4
+        if DemoSettings().saturation_model not in models:
+            values["saturation_model"] = int4 or models[0]
     if port_base is not None:
         values["serve_port_base"] = port_base
     if http_port is not None:
@@ -51,6 +64,9 @@ def demo(  # noqa: PLR0917 - Typer options
         values["concurrencies"] = concurrency
     if measure_s is not None:
         values["measure_s"] = measure_s
+    values["accuracy"] = accuracy
+    if accuracy_problems is not None:
+        values["accuracy_problems_per_language"] = accuracy_problems
     try:
         settings = DemoSettings.model_validate(values)
     except ValidationError as e:

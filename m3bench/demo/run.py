@@ -1,10 +1,17 @@
 """`m3bench demo`: the whole benchmark on the embedded default, start to finish, in one results dir.
 
-Phases: task set -> models -> catalog -> Prometheus -> Ray cluster + Serve app -> one closed-loop
-sweep per model (warmup + measure per level, live grading) -> index.json -> dashboards and panel
-renders -> capacity-planning report. Everything started is stopped in ``finally`` blocks, also on
-Ctrl-C or failure; records are appended per request by the load generator, so nothing measured is
-lost when a run stops early.
+Phases: task sets -> models -> catalog -> Prometheus -> Ray cluster + Serve app -> one closed-loop
+sweep per model (warmup + measure per level, fixed output length, live grading) -> accuracy runs ->
+index.json -> dashboards and panel renders -> capacity-planning report. Everything started is stopped
+in ``finally`` blocks, also on Ctrl-C or failure; records are appended per request by the load
+generator, so nothing measured is lost when a run stops early.
+
+Accuracy runs: the sweeps cut every answer at ``max_tokens`` (ignore_eos) so latency compares like
+with like, which makes their grades meaningless. So each model is also asked every task of the accuracy
+set (the demo set's first ``accuracy_problems_per_language`` problems) exactly once, at one stream, with
+each task's own output limit and temperature 0 (``sampling.by: cycle``, ``measure_requests`` = tasks,
+no warmup), and the saturation model once more at the highest concurrency, so the report can compare
+accuracy at low load and at saturation. ``accuracy_budget_s`` bounds each run.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from m3bench.demo.settings import DemoSettings
+from m3bench.demo.settings import DemoSettings, embedded_spec
 
 Say = Callable[[str], None]
 ACCELERATOR = "cpu-{n}core"
@@ -53,16 +60,13 @@ def demo_catalog(settings: DemoSettings) -> dict[str, Any]:
         "limit_mm_per_prompt": {"image": 1},
         "enforce_eager": True,
     }
-    from serving.embedded.spec import FAMILIES
-
-    archs = {f.name: f.architecture for f in FAMILIES.values()}
     entries = []
     for model in settings.models:
-        family, quant = model.rsplit("-", 1)
+        family, variant = embedded_spec(model)
         base = {
             "source": f"embedded:{model}",
-            "architecture": archs[family],
-            "quantization": "none" if quant == "bf16" else quant,
+            "architecture": family.architecture,
+            "quantization": variant.quantization,
             "accelerator": "cpu",
             "engine": engine,
             "env": env,
@@ -96,6 +100,37 @@ def _profile(settings: DemoSettings, file_sd: Path, seed: int) -> dict[str, Any]
     }
 
 
+def _accuracy_profile(
+    settings: DemoSettings, file_sd: Path, seed: int, concurrency: int, tasks: int
+) -> dict[str, Any]:
+    """Every task once (no warmup, a cycle of ``tasks`` sends), natural output lengths, temperature 0."""
+    return {
+        "name": f"demo-accuracy-c{concurrency}",
+        "mode": "closed",
+        "sweep": {
+            "concurrencies": [concurrency],
+            "warmup_s": 0.0,
+            "measure_requests": tasks,
+            "measure_s": settings.accuracy_budget_s,
+        },
+        "sampling": {"by": "cycle", "languages": settings.accuracy_languages},
+        "request": {"temperature": 0.0, "timeout_s": 300},
+        "slo": {"ttft_s": settings.slo_ttft_p99_s, "tpot_s": settings.slo_tpot_p99_s},
+        "generator": {"workers": 0, "file_sd_path": str(file_sd)},
+        "seed": seed,
+    }
+
+
+def model_facts(model: str) -> dict[str, Any]:
+    """What the index says about an embedded model: quantization, group size, family."""
+    family, variant = embedded_spec(model)
+    return {
+        "quantization": variant.quantization,
+        "group_size": variant.group_size if variant.is_int4 else None,
+        "family": family.name,
+    }
+
+
 class Demo:
     def __init__(self, settings: DemoSettings, say: Say) -> None:
         self.settings = settings
@@ -104,6 +139,7 @@ class Demo:
         self.results = (settings.results_root / self.run_id).resolve()
         self.started = dt.datetime.now(dt.UTC)
         self.phase_s: dict[str, float] = {}
+        self.trained: dict[str, bool] = {}  # model -> its manifest says it was trained
 
     def _phase(self, name: str, fn: Callable[[], Any]) -> Any:
         self.say(f"== {name}")
@@ -117,20 +153,28 @@ class Demo:
         self.results.mkdir(parents=True, exist_ok=True)
         self.say(f"results: {self.results}")
         tasks_dir = self._phase("tasks", self._build_tasks)
+        accuracy_dir = (
+            self._phase("accuracy tasks", self._build_accuracy_tasks) if self.settings.accuracy else None
+        )
         self._phase("models", self._build_models)
         catalog_path = self.results / "catalog.yaml"
         catalog_path.write_text(yaml.safe_dump(demo_catalog(self.settings), sort_keys=False))
         sweeps: list[dict[str, Any]] = []
+        accuracy: list[dict[str, Any]] = []
         try:
             with ExitStack() as stack:
                 prom = self._phase("prometheus", lambda: self._start_prometheus(stack))
                 serve = self._phase("serve", lambda: self._start_serving(stack, catalog_path))
                 self._phase("load", lambda: self._sweep_all(serve.endpoint, tasks_dir, prom, sweeps))
+                if accuracy_dir is not None:
+                    self._phase(
+                        "accuracy", lambda: self._accuracy_all(serve.endpoint, accuracy_dir, prom, accuracy)
+                    )
                 self._phase("dashboards", lambda: self._dashboards(prom))
         finally:
             # Whatever was measured gets an index, so `m3bench report` can render it.
             if sweeps:
-                self._write_index(sweeps, serve_info=self._serve_info())
+                self._write_index(sweeps, accuracy, serve_info=self._serve_info())
         self._phase("report", self._report)
         self._write_run_file(tasks_dir)
         return self.results
@@ -147,11 +191,26 @@ class Demo:
         self.say(f"task set: {report.records} records in {out}")
         return out
 
+    def _build_accuracy_tasks(self) -> Path:
+        """The accuracy set: the demo set's first problems per language (the same records, rebuilt)."""
+        from loadgen.tasks.builder import BuildOptions, build
+        from serving.embedded.build import default_cache_dir
+
+        problems = self.settings.accuracy_problems_per_language
+        out = default_cache_dir().parent / "tasks" / f"demo-{problems}"
+        if problems != self.settings.problems_per_language:
+            build(BuildOptions(out_dir=out, limit_per_language=problems), self.say)
+        return out
+
     def _build_models(self) -> None:
         from serving.embedded import build_models
+        from serving.embedded.build import MANIFEST
 
         for m in build_models(self.settings.models, progress=self.say):
-            self.say(f"model {m.name}: {m.path}")
+            manifest = json.loads((m.path / MANIFEST).read_text())
+            self.trained[m.name] = bool(manifest.get("trained"))
+            state = "trained" if self.trained[m.name] else "random weights"
+            self.say(f"model {m.name} ({state}): {m.path}")
 
     def _start_prometheus(self, stack: ExitStack) -> Any:
         from m3bench.stack.prometheus import PrometheusConfig, PrometheusServer, free_port
@@ -223,14 +282,12 @@ class Demo:
                     self.say(line)
 
             result = run_load(config, progress=progress)
-            family, quant = model.rsplit("-", 1)
             sweeps.append(
                 {
                     "name": f"{model} x{replicas}",
                     "model": model,
                     "served_name": served,
-                    "quantization": "none" if quant == "bf16" else quant,
-                    "family": family,
+                    **model_facts(model),
                     "replicas": replicas,
                     "accelerator": ACCELERATOR.format(n=self.settings.threads_per_replica),
                     "price_per_accelerator_hour": self.settings.price_per_core_hour
@@ -240,6 +297,60 @@ class Demo:
             )
             self.say(f"sweep {served}: {result.records} records")
             if "interrupted" in result.warnings:  # run_load stops its processes and returns on Ctrl-C
+                raise KeyboardInterrupt
+
+    def _accuracy_all(
+        self, endpoint: str, tasks_dir: Path, prom: Any, accuracy: list[dict[str, Any]]
+    ) -> None:
+        from loadgen.profile import Profile, RequestOptions, RunConfig, Sampling
+        from loadgen.run import format_progress, run_load
+        from loadgen.workload import Workload
+
+        settings = self.settings
+        lap = Workload(
+            tasks_dir, ["any"], Sampling(languages=settings.accuracy_languages), RequestOptions()
+        ).lap
+        saturation = max(settings.concurrencies)
+        runs = [(model, "low", 1) for model in settings.models]
+        if settings.saturation_model and saturation > 1:
+            runs.append((settings.saturation_model, "saturation", saturation))
+        for index, (model, load, concurrency) in enumerate(runs, start=1):
+            self.say(
+                f"accuracy {index}/{len(runs)}: {model}, {lap} tasks once each at concurrency {concurrency}"
+            )
+            run_id = f"{self.run_id}-{model}-accuracy-c{concurrency}"
+            seed = 1000 + settings.models.index(model)  # the same task order at both loads
+            profile = Profile.model_validate(
+                _accuracy_profile(settings, prom.loadgen_sd_path(run_id), seed, concurrency, lap)
+            )
+            config = RunConfig(
+                endpoint=endpoint,
+                tasks=tasks_dir,
+                models=[model],
+                profile=profile,
+                out_dir=self.results / "load",
+                run_id=run_id,
+            )
+            last: list[str] = [""]
+
+            def progress(status: dict[str, Any], last: list[str] = last) -> None:
+                line = format_progress(status)
+                if line and line != last[0]:
+                    last[0] = line
+                    self.say(line)
+
+            result = run_load(config, progress=progress)
+            accuracy.append(
+                {
+                    "model": model,
+                    **model_facts(model),
+                    "load": load,
+                    "run_dir": str(result.run_dir.relative_to(self.results)),
+                }
+            )
+            passed = sum(int(row["pass"]) for row in result.summary["accuracy"].get(model, {}).values())
+            self.say(f"accuracy {model} at {concurrency}: {passed} of {result.records} requests passed")
+            if "interrupted" in result.warnings:
                 raise KeyboardInterrupt
 
     def _dashboards(self, prom: Any) -> None:
@@ -260,7 +371,33 @@ class Demo:
         except Exception as e:  # a missing series must not cost the run its report
             self.say(f"dashboards: panel renders failed ({str(e).splitlines()[0]}); report goes on")
 
-    def _write_index(self, sweeps: list[dict[str, Any]], serve_info: dict[str, Any]) -> None:
+    def _notes(self) -> tuple[list[str], str]:
+        """The index's notes and the Accuracy section's head line, true to the models' manifests."""
+        settings = self.settings
+        trained = [m for m in settings.models if self.trained.get(m)]
+        untrained = [m for m in settings.models if not self.trained.get(m)]
+        accuracy_note = (
+            "The embedded models are memorizing stand-ins: tiny VLMs trained on the embedded task set's "
+            "own solutions (issue 10), so their accuracy measures the serving path and quantization (does "
+            "the served, quantized model still give what it memorized, at every load?), not model skill."
+        )
+        if untrained:
+            accuracy_note += (
+                f" Not trained (random weights, accuracy ~0): {', '.join(untrained)}."
+                if trained
+                else " These runs used untrained models (random weights): accuracy is ~0 by construction."
+            )
+        notes = [
+            f"Load sweeps fix every output at {settings.max_tokens} tokens (ignore_eos) so latency compares "
+            "like with like; their accuracy column is not meaningful. Accuracy: the accuracy runs "
+            "(natural output lengths, each task once).",
+        ]
+        return notes, accuracy_note
+
+    def _write_index(
+        self, sweeps: list[dict[str, Any]], accuracy: list[dict[str, Any]], serve_info: dict[str, Any]
+    ) -> None:
+        notes, accuracy_note = self._notes()
         index = {
             "schema_version": 1,
             "run": {
@@ -275,13 +412,11 @@ class Demo:
                     "processor": platform.processor() or platform.machine(),
                     "one_replica": f"{self.settings.threads_per_replica} CPU thread(s), unbound",
                 },
-                "notes": [
-                    "Embedded tiny models with random weights: latency and throughput are real, "
-                    "accuracy is ~0 until the models are trained (issue 10).",
-                    f"Serve info: {json.dumps(serve_info.get('versions', {}))}",
-                ],
+                "notes": [*notes, f"Serve info: {json.dumps(serve_info.get('versions', {}))}"],
+                "accuracy_note": accuracy_note,
             },
             "sweeps": sweeps,
+            "accuracy": accuracy,
             "prometheus_window": "prometheus_window.json",
             "panels_dir": "panels",
         }

@@ -7,9 +7,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.embedded.spec import FAMILIES, VARIANTS, model_name
+from serving.embedded.spec import FAMILIES, VARIANTS, ModelFamily, Variant, model_name
 
 EMBEDDED = [model_name(f, v) for f in FAMILIES.values() for v in VARIANTS.values()]
+
+
+def embedded_spec(name: str) -> tuple[ModelFamily, Variant]:
+    """The family and variant of an embedded model (``tiny-llava-awq-g32`` -> tiny-llava, awq-g32)."""
+    for family in FAMILIES.values():
+        for variant in VARIANTS.values():
+            if model_name(family, variant) == name:
+                return family, variant
+    raise KeyError(name)
 
 
 class DemoSettings(BaseModel):
@@ -28,7 +37,25 @@ class DemoSettings(BaseModel):
     warmup_s: float = Field(default=5.0, ge=0)
     measure_s: float = Field(default=20.0, gt=0)
     problems_per_language: int = Field(default=8, ge=1, description="HumanEval problems per language.")
-    max_tokens: int = Field(default=48, ge=1, description="Fixed output length (ignore_eos).")
+    max_tokens: int = Field(default=48, ge=1, description="Fixed output length of the sweeps (ignore_eos).")
+    accuracy: bool = Field(
+        default=True,
+        description="Accuracy phase: every model at one stream, natural output lengths, each task once.",
+    )
+    accuracy_problems_per_language: int = Field(
+        default=2, ge=1, description="Problems per language the accuracy phase asks (the demo set's first)."
+    )
+    accuracy_languages: list[str] | None = Field(
+        default=None, description="Languages the accuracy phase asks (default: all of the task set)."
+    )
+    accuracy_budget_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest measure time of one accuracy run (a model that never stops).",
+    )
+    saturation_model: str | None = Field(
+        default="tiny-llava-awq", description="Also asked every accuracy task at the highest concurrency."
+    )
     nodes: int = Field(default=2, ge=1, description="Ray nodes (head + workers) on this machine.")
     threads_per_replica: int = Field(
         default=1, ge=1, description="CPU threads of each engine: one replica = this many cores."
@@ -41,11 +68,19 @@ class DemoSettings(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> DemoSettings:
-        unknown = sorted({m for m in [*self.models, self.scale_model or ""] if m and m not in EMBEDDED})
+        named = [*self.models, self.scale_model or "", self.saturation_model or ""]
+        unknown = sorted({m for m in named if m and m not in EMBEDDED})
         if unknown:
             raise ValueError(f"unknown embedded model(s) {', '.join(unknown)}; known: {', '.join(EMBEDDED)}")
-        if self.scale_model and self.scale_model not in self.models:
-            raise ValueError(f"scale_model {self.scale_model!r} must be one of models")
+        for field in ("scale_model", "saturation_model"):
+            value = getattr(self, field)
+            if value and value not in self.models:
+                raise ValueError(f"{field} {value!r} must be one of models")
+        if self.accuracy_problems_per_language > self.problems_per_language:
+            raise ValueError(
+                f"accuracy_problems_per_language ({self.accuracy_problems_per_language}) must be at most "
+                f"problems_per_language ({self.problems_per_language}): the accuracy set is in the demo's"
+            )
         return self
 
 
@@ -60,5 +95,10 @@ PRESETS: dict[str, dict[str, object]] = {
         "measure_s": 8.0,
         "problems_per_language": 2,
         "max_tokens": 16,
+        # 1 problem x 4 languages x (image, text-only) = 8 tasks per model; the budget bounds a model
+        # that never stops (random weights answer up to each task's 768 tokens).
+        "accuracy_problems_per_language": 1,
+        "accuracy_languages": ["en", "zh", "ar", "hi"],
+        "accuracy_budget_s": 60.0,
     },
 }

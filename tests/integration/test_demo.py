@@ -1,7 +1,7 @@
 """`m3bench demo` end to end at reduced size (the `quick` preset): the real stack — embedded models on
-vLLM behind Ray Serve on a 2-node local Ray cluster, Prometheus, Locust sweeps with live grading —
-then the results directory and the report; and an interrupted demo leaves no process and keeps
-its records."""
+vLLM behind Ray Serve on a 2-node local Ray cluster, Prometheus, Locust sweeps with live grading,
+accuracy runs at natural output lengths — then the results directory and the report; and an
+interrupted demo leaves no process and keeps its records."""
 
 from __future__ import annotations
 
@@ -76,12 +76,28 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
         ok = [r for r in measured if r["status"] == "ok"]
         assert len(ok) >= 0.9 * len(measured), f"{sweep['name']}: {len(ok)}/{len(measured)} ok"
         assert all(r["grade"] in ("pass", "fail", "error", "timeout") for r in ok), "ungraded answers"
+    # Accuracy runs: every model at one stream, the saturation model again; each task at most once.
+    accuracy = index["accuracy"]
+    assert {a["model"] for a in accuracy if a["load"] == "low"} == {s["model"] for s in sweeps.values()}
+    assert [a["load"] for a in accuracy].count("saturation") == 1
+    for entry in accuracy:
+        profile = json.loads((run / entry["run_dir"] / "run.json").read_text())["profile"]
+        assert profile["sampling"]["by"] == "cycle"
+        assert profile["request"]["max_tokens"] is None
+        records = [json.loads(x) for x in (run / entry["run_dir"] / "records.jsonl").read_text().splitlines()]
+        measured = [r for r in records if r["phase"] == "measure"]
+        assert measured, f"accuracy {entry['model']} {entry['load']}: no measured request"
+        assert len({r["task_id"] for r in measured}) == len(measured), "a task was asked twice"
+        assert {r["task_group"] for r in measured} <= {"image", "text-only"}
     assert (run / "prometheus_window.json").is_file()
     assert len(list((run / "dashboards").glob("*.json"))) == 3
     for name in ("report.html", "report.md", "report.json"):
         assert (run / "report" / name).stat().st_size > 1000
     demo = json.loads((run / "demo.json").read_text())
-    assert set(demo["phase_seconds"]) >= {"tasks", "models", "serve", "load", "report"}
+    assert set(demo["phase_seconds"]) >= {"tasks", "models", "serve", "load", "accuracy", "report"}
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert len(report["accuracy"]["runs"]) == len(accuracy)
+    assert "memorizing stand-ins" in (run / "report" / "report.md").read_text()
     # `m3bench report` re-renders from the saved files alone.
     (run / "report" / "report.json").unlink()
     again = subprocess.run(
