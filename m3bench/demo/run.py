@@ -349,7 +349,8 @@ class Demo:
                 }
             )
             passed = sum(int(row["pass"]) for row in result.summary["accuracy"].get(model, {}).values())
-            self.say(f"accuracy {model} at {concurrency}: {passed} of {result.records} requests passed")
+            asked = sum(stage["counts"]["by_phase"].get("measure", 0) for stage in result.summary["stages"])
+            self.say(f"accuracy {model} at {concurrency}: {passed} of {asked} passed ({lap} planned)")
             if "interrupted" in result.warnings:
                 raise KeyboardInterrupt
 

@@ -349,7 +349,7 @@ def build_document(
                 language: {**counts, "accuracy": counts["pass_at_1"]}
                 for language, counts in scored["by_language"].items()
             }
-            row["accuracy_source"] = f"accuracy run {scored['run']} (pass@1 over {scored['tasks']} tasks)"
+            row["accuracy_source"] = f"pass@1 of accuracy run {scored['run']}, {scored['tasks']} tasks"
         models.append(row)
     warnings = [
         f"{sweep['label']}: levels {', '.join(sweep['excluded_levels'])} excluded "
