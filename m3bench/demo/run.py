@@ -250,9 +250,31 @@ class Demo:
         serve = getattr(self, "serve", None)
         return dict(serve.info) if serve is not None else {}
 
-    def _sweep_all(self, endpoint: str, tasks_dir: Path, prom: Any, sweeps: list[dict[str, Any]]) -> None:
-        from loadgen.profile import Profile, RunConfig
+    def _load(self, endpoint: str, tasks_dir: Path, model: str, profile: Any, run_id: str) -> Any:
+        """One load-generator run against one served model, its progress lines on the demo's log."""
+        from loadgen.profile import RunConfig
         from loadgen.run import format_progress, run_load
+
+        config = RunConfig(
+            endpoint=endpoint,
+            tasks=tasks_dir,
+            models=[model],
+            profile=profile,
+            out_dir=self.results / "load",
+            run_id=run_id,
+        )
+        last = [""]
+
+        def progress(status: dict[str, Any]) -> None:
+            line = format_progress(status)
+            if line and line != last[0]:  # the status file is polled every second
+                last[0] = line
+                self.say(line)
+
+        return run_load(config, progress=progress)
+
+    def _sweep_all(self, endpoint: str, tasks_dir: Path, prom: Any, sweeps: list[dict[str, Any]]) -> None:
+        from loadgen.profile import Profile
 
         targets = [(m, m, 1) for m in self.settings.models]
         if self.settings.scale_model:
@@ -266,23 +288,7 @@ class Demo:
             profile = Profile.model_validate(
                 _profile(self.settings, prom.loadgen_sd_path(run_id), seed=index)
             )
-            config = RunConfig(
-                endpoint=endpoint,
-                tasks=tasks_dir,
-                models=[served],
-                profile=profile,
-                out_dir=self.results / "load",
-                run_id=run_id,
-            )
-            last: list[str] = [""]
-
-            def progress(status: dict[str, Any], last: list[str] = last) -> None:
-                line = format_progress(status)
-                if line and line != last[0]:  # the status file is polled every second
-                    last[0] = line
-                    self.say(line)
-
-            result = run_load(config, progress=progress)
+            result = self._load(endpoint, tasks_dir, served, profile, run_id)
             sweeps.append(
                 {
                     "name": f"{model} x{replicas}",
@@ -303,8 +309,7 @@ class Demo:
     def _accuracy_all(
         self, endpoint: str, tasks_dir: Path, prom: Any, accuracy: list[dict[str, Any]]
     ) -> None:
-        from loadgen.profile import Profile, RequestOptions, RunConfig, Sampling
-        from loadgen.run import format_progress, run_load
+        from loadgen.profile import Profile, RequestOptions, Sampling
         from loadgen.workload import Workload
 
         settings = self.settings
@@ -324,23 +329,7 @@ class Demo:
             profile = Profile.model_validate(
                 _accuracy_profile(settings, prom.loadgen_sd_path(run_id), seed, concurrency, lap)
             )
-            config = RunConfig(
-                endpoint=endpoint,
-                tasks=tasks_dir,
-                models=[model],
-                profile=profile,
-                out_dir=self.results / "load",
-                run_id=run_id,
-            )
-            last: list[str] = [""]
-
-            def progress(status: dict[str, Any], last: list[str] = last) -> None:
-                line = format_progress(status)
-                if line and line != last[0]:
-                    last[0] = line
-                    self.say(line)
-
-            result = run_load(config, progress=progress)
+            result = self._load(endpoint, tasks_dir, model, profile, run_id)
             accuracy.append(
                 {
                     "model": model,

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from serving.embedded.spec import FAMILIES, VARIANTS, ModelFamily, Variant, model_name
 
 EMBEDDED = [model_name(f, v) for f in FAMILIES.values() for v in VARIANTS.values()]
+# serving.embedded.train.TRAIN_PROBLEMS (not imported: it pulls in torch; a unit test keeps them equal)
+TRAINED_PROBLEMS = 4
 
 
 def embedded_spec(name: str) -> tuple[ModelFamily, Variant]:
@@ -43,7 +45,10 @@ class DemoSettings(BaseModel):
         description="Accuracy phase: every model at one stream, natural output lengths, each task once.",
     )
     accuracy_problems_per_language: int = Field(
-        default=2, ge=1, description="Problems per language the accuracy phase asks (the demo set's first)."
+        default=TRAINED_PROBLEMS,
+        ge=1,
+        description="Problems per language the accuracy phase asks (the demo set's first; the embedded "
+        "models were trained on the first 4).",
     )
     accuracy_languages: list[str] | None = Field(
         default=None, description="Languages the accuracy phase asks (default: all of the task set)."

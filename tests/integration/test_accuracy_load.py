@@ -7,21 +7,21 @@ only load effect that is not a bug is batch-dependent rounding (a batch of 8 sum
 batch of 1), which favours neither direction. So if load does not matter, a task that passes at one load
 and fails at the other is as likely to have flipped either way: among m such discordant tasks the
 pass->fail count is Binomial(m, 1/2). The test fails when the exact two-sided sign test gives p < 0.01;
-with every flip one way that is 8 or more flips of the 20 tasks (2 / 2^8 = 0.008), a 40-point drop; up to
-7 one-way flips (p = 0.016) are noise at this sample size.
+with every flip one way that is 8 or more flips of the 40 tasks (2 / 2^8 = 0.008), a 20-point drop; up to
+7 one-way flips (p = 0.016) are noise at this sample size. At one stream the BF16 model must also pass
+at least half of the tasks of every language (issue 10's floor).
 
 A request that timed out, failed, stopped at the output limit (finish_reason "length") or went ungraded
 is not the model's answer judged, so the comparison would mean nothing: the test fails naming each one.
 It needs the trained model (issue 10, serving/embedded/train.py): with random weights no task passes and
 the test fails saying so.
 
-One Ray node, one engine: about 1 min to start on a shared 2-core box, then 20 requests at one stream
-(~3 s each for answers of 50-120 tokens) and the same 20 at concurrency 8.
+One Ray node, one engine: about 1 min to start on a shared 2-core box, then 40 requests at one stream
+(~1-2 s each for answers of 20-80 tokens) and the same 40 at concurrency 8.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -30,24 +30,15 @@ from loadgen.profile import Profile, RunConfig
 from loadgen.records import RequestRecord, read_records
 from loadgen.run import run_load
 from m3bench.report.accuracy import ALPHA, compare_loads, describe_incidents, passed
-from serving.stack import PortInUseError, PortPlan, ServeStack, StackConfig
+from serving.stack import ServeStack, StackConfig
+from tests.support.ports import free_port_plan
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "tiny-llava-bf16"
 SATURATING = 8  # the demo's highest concurrency: a one-replica CPU engine is saturated well before
-PROBLEMS = 1  # per language: 10 languages x (image, text-only) = 20 tasks, all in the training set
-
-
-def _free_port_base() -> int:
-    for _ in range(20):
-        base = random.randrange(46000, 60000, 1000)
-        try:
-            PortPlan(base=base, http=base + 150).check_free(1)
-        except PortInUseError:
-            continue
-        return base
-    raise RuntimeError("no free Ray port block between 46000 and 60000")
+PROBLEMS = 2  # per language: 10 languages x 2 x (image, text-only) = 40 tasks, all in the training set
+FLOOR = 0.5  # issue 10: BF16 passes at least half of the embedded tasks in every language
 
 
 def _tasks() -> Path:
@@ -68,7 +59,7 @@ def _profile(tasks: int) -> Profile:
             "mode": "closed",
             # Bounds keep an untrained model (768-token answers) from running for many minutes.
             "stages": [
-                {"name": "low", "concurrency": 1, "measure_s": 150.0, **stage},
+                {"name": "low", "concurrency": 1, "measure_s": 240.0, **stage},
                 {"name": "saturated", "concurrency": SATURATING, "measure_s": 90.0, **stage},
             ],
             "sampling": {"by": "cycle"},  # both stages ask the same tasks, each exactly once
@@ -89,9 +80,10 @@ def _listing(rows: list[dict[str, object]]) -> str:
 def test_accuracy_does_not_depend_on_load(tmp_path: Path) -> None:
     tasks = _tasks()
     lap = sum(1 for line in (tasks / "tasks.jsonl").read_text().splitlines() if line.strip())
-    base = _free_port_base()
+    plan = free_port_plan(46000, 60000)
+    base = plan.base
     config = StackConfig(
-        ports=PortPlan(base=base, http=base + 150),
+        ports=plan,
         temp_dir=Path(f"/tmp/m3acc-{base}"),  # short: Ray's socket paths
         state_dir=tmp_path / "serve-state",
         ready_timeout_s=420,
@@ -131,6 +123,11 @@ def test_accuracy_does_not_depend_on_load(tmp_path: Path) -> None:
         expected = f"at {name}: {len(asked)} requests over {len(set(asked))} tasks, expected {lap} tasks once"
         assert len(asked) == lap, f"{expected} (the stage hit its time bound?)"
         assert len(set(asked)) == lap, expected
+    by_language: dict[str, list[bool]] = {}
+    for record in low:
+        by_language.setdefault(record.language, []).append(passed(record))
+    short = {lang: f"{sum(v)}/{len(v)}" for lang, v in sorted(by_language.items()) if sum(v) < FLOOR * len(v)}
+    assert not short, f"{MODEL} at one stream passes fewer than {FLOOR:.0%} of the tasks in {short}"
     comparison = compare_loads(low, saturated)
     assert comparison.tasks == lap
     assert comparison.within_noise, (

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 import urllib.request
 from pathlib import Path
@@ -31,7 +30,8 @@ from loadgen.profile import Profile, RunConfig
 from loadgen.run import run_load
 from m3bench.stack import PrometheusConfig, PrometheusServer
 from m3bench.stack.prometheus import free_port
-from serving.stack import PortInUseError, PortPlan, ServeStack, StackConfig
+from serving.stack import ServeStack, StackConfig
+from tests.support.ports import free_port_plan
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
@@ -41,18 +41,6 @@ RUNS = {
     "open": {"rate": 3, "warmup_s": 1, "measure_s": 6, "cooldown_s": 1},
     "closed": {"concurrency": 3, "warmup_s": 1, "measure_s": 6, "cooldown_s": 1},
 }
-
-
-def _free_port_base() -> int:
-    """A port block no other cluster holds (46000-60000: apart from the serving tests' 30000-45000)."""
-    for _ in range(20):
-        base = random.randrange(46000, 60000, 1000)
-        try:
-            PortPlan(base=base, http=base + 150).check_free(1)
-        except PortInUseError:
-            continue
-        return base
-    raise RuntimeError("no free Ray port block between 46000 and 60000")
 
 
 def _chat(endpoint: str) -> None:
@@ -94,7 +82,8 @@ def _load(
 def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Ray exports every 10 s by default; a short run needs its engine metrics every second
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
-    base = _free_port_base()
+    plan = free_port_plan(46000, 60000)
+    base = plan.base
     ray_temp = Path(f"/tmp/m3obs-{base}")
     tasks = write_calibration_tasks(tmp_path / "tasks", per_language=2, languages=("en", "zh"), max_tokens=12)
     config = PrometheusConfig(ray_temp_dir=ray_temp, rule_window="10s")
@@ -104,7 +93,7 @@ def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: 
         config, tmp_path / "prometheus", free_port(), results_dir=tmp_path, run_id="obs"
     ) as prom:
         stack_config = StackConfig(
-            ports=PortPlan(base=base, http=base + 150),  # not an ephemeral port: it may fall in the block
+            ports=plan,
             temp_dir=ray_temp,
             state_dir=tmp_path / "serve-state",
             ready_timeout_s=420,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -24,10 +23,11 @@ from typing import Any
 
 import pytest
 
-from serving.stack import PortInUseError, PortPlan, StackState
+from serving.stack import StackState
 from serving.stack.cluster import LocalRayCluster
 from serving.stack.health import replicas
 from serving.stack.smoke import StreamResult, chat_body, image_data_url, stream_chat
+from tests.support.ports import free_port_plan
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +43,6 @@ def m3bench(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[s
     command = [sys.executable, "-c", "from m3bench.cli import main; main()", *args]
     env = {**os.environ, METRICS_INTERVAL: "1000"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s, check=False)
-
-
-def free_port_base() -> int:
-    for _ in range(50):
-        base = random.randrange(30000, 45000, 1000)
-        try:
-            PortPlan(base=base, http=base + 150).check_free(nodes=2)
-        except PortInUseError:
-            continue
-        return base
-    raise RuntimeError("no free block of ports")
 
 
 @dataclass(frozen=True)
@@ -79,11 +68,12 @@ class Up:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     state_dir = tmp_path_factory.mktemp("serve-state")
-    base = free_port_base()
+    plan = free_port_plan(30000, 45000, nodes=2)
+    base = plan.base
     up = [
         *("serve", "up", "--catalog", str(CATALOG), "--nodes", "2", "--cpus-per-node", "5"),
         *("--node-resources", json.dumps({"replica_slot": 1}), "--port-base", str(base)),
-        *("--http-port", str(base + 150), "--state-dir", str(state_dir), "--timeout", "720"),
+        *("--http-port", str(plan.http), "--state-dir", str(state_dir), "--timeout", "720"),
     ]
     state = None
     try:

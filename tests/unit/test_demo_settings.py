@@ -50,3 +50,10 @@ def test_catalog_and_settings_validation() -> None:
         DemoSettings(models=["tiny-llava-bf16"], scale_model=None)
     with pytest.raises(ValidationError, match="accuracy set"):
         DemoSettings(problems_per_language=2, accuracy_problems_per_language=3)
+
+
+def test_accuracy_phase_asks_what_the_models_were_trained_on() -> None:
+    from m3bench.demo.settings import TRAINED_PROBLEMS
+    from serving.embedded.train import TRAIN_PROBLEMS
+
+    assert TRAINED_PROBLEMS == TRAIN_PROBLEMS == DemoSettings().accuracy_problems_per_language
