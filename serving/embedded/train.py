@@ -37,11 +37,17 @@ TRAIN_PROBLEMS = 4  # HumanEval/0 .. /3 in every language, image and text-only: 
 @dataclass(frozen=True)
 class TrainSettings:
     problems: int = TRAIN_PROBLEMS
-    epochs: int = 16
+    epochs: int = 12
     learning_rate: float = 1e-3
     lead_tokens: int = 12  # the answer's first tokens, weighted lead_weight times in the loss
     lead_weight: float = 5.0
     warmup_steps: int = 20
+    # Then polish: every answer must lead by `margin` logits at every token (fp32), so BF16 serving's
+    # rounding cannot flip a greedy choice; answers below it get `polish_epochs` more passes, per round.
+    margin: float = 3.0
+    polish_rounds: int = 8
+    polish_epochs: int = 2
+    polish_learning_rate: float = 3e-4
     seed: int = SEED
     threads: int | None = None  # None: every core
 
@@ -131,14 +137,10 @@ def _positions(family: ModelFamily, model: Any, example: dict[str, torch.Tensor]
     return positions
 
 
-def _answer_loss(
-    family: ModelFamily,
-    model: Any,
-    example: dict[str, torch.Tensor],
-    lead_tokens: int = 0,
-    lead_weight: float = 1.0,
-) -> torch.Tensor:
-    """Cross-entropy over the answer tokens only.
+def _answer_logits(
+    family: ModelFamily, model: Any, example: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits that predict each answer token, and those tokens.
 
     The prompt (image included) runs without gradients into a KV cache, with the current weights; only
     the answer tokens (and the prompt's last, which predicts the first) run with gradients, so a step
@@ -161,13 +163,34 @@ def _answer_loss(
         past_key_values=prefix.past_key_values,
         use_cache=True,
     ).last_hidden_state[0]
-    logits = model.lm_head(hidden[:-1])  # hidden[i] predicts token cut + i + 1
-    losses = torch.nn.functional.cross_entropy(logits.float(), labels[cut + 1 :], reduction="none")
-    # The first answer tokens are where the problem is recognised; once they are right, the rest
-    # follows from the answer itself. Weighting them up is what makes recognition learn in time.
+    logits = model.lm_head(hidden[:-1]).float()  # hidden[i] predicts token cut + i + 1
+    return logits, labels[cut + 1 :]
+
+
+def _answer_loss(
+    family: ModelFamily,
+    model: Any,
+    example: dict[str, torch.Tensor],
+    lead_tokens: int = 0,
+    lead_weight: float = 1.0,
+) -> torch.Tensor:
+    """Cross-entropy over the answer tokens only, the first ``lead_tokens`` weighted ``lead_weight``:
+    they are where the problem is recognised; once they are right, the rest follows from the answer."""
+    logits, targets = _answer_logits(family, model, example)
+    losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     weights = torch.ones_like(losses)
     weights[:lead_tokens] = lead_weight
     return (losses * weights).sum() / weights.sum()
+
+
+def _margin(family: ModelFamily, model: Any, example: dict[str, torch.Tensor]) -> float:
+    """The smallest logit lead of the right answer token over the best other one, over the answer:
+    negative when greedy decoding would go wrong, small when serving's rounding could flip it."""
+    with torch.no_grad():
+        logits, targets = _answer_logits(family, model, example)
+    right = logits.gather(1, targets[:, None]).squeeze(1)
+    others = logits.scatter(1, targets[:, None], float("-inf")).max(dim=1).values
+    return float((right - others).min())
 
 
 def train(
@@ -207,26 +230,48 @@ def train(
         order = random.Random(cfg.seed)
         model.train()
         started = time.perf_counter()
+
+        def step(index: int) -> float:
+            loss = _answer_loss(family, model, examples[index], cfg.lead_tokens, cfg.lead_weight)
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return float(loss.detach())
+
         losses: list[float] = []
-        step = 0
+        steps = 0
         for epoch in range(cfg.epochs):
             indices = list(range(len(examples)))
             order.shuffle(indices)
             epoch_loss = 0.0
             for index in indices:
-                loss = _answer_loss(family, model, examples[index], cfg.lead_tokens, cfg.lead_weight)
-                loss.backward()  # type: ignore[no-untyped-call]
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                optimizer.step()
+                epoch_loss += step(index)
                 schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                epoch_loss += float(loss.detach())
-                step += 1
+                steps += 1
             losses.append(epoch_loss / len(examples))
             say(
                 f"training {family.name}: epoch {epoch + 1}/{cfg.epochs}, mean loss {losses[-1]:.4f}, "
                 f"{time.perf_counter() - started:.0f} s"
             )
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.polish_learning_rate
+        polish: list[dict[str, Any]] = []
+        for _ in range(cfg.polish_rounds + 1):
+            margins = [_margin(family, model, example) for example in examples]
+            hard = [i for i, m in enumerate(margins) if m < cfg.margin]
+            polish.append({"below_margin": len(hard), "min_margin": round(min(margins), 3)})
+            say(
+                f"training {family.name}: {len(hard)} of {len(examples)} answers lead by less than "
+                f"{cfg.margin} logits (smallest {min(margins):.2f}), {time.perf_counter() - started:.0f} s"
+            )
+            if not hard or len(polish) > cfg.polish_rounds:
+                break
+            for _ in range(cfg.polish_epochs):
+                order.shuffle(hard)
+                for index in hard:
+                    step(index)
+                    steps += 1
         tensors = {
             fam.checkpoint_name(family, name): value.detach().to(torch.bfloat16).contiguous()
             for name, value in model.state_dict().items()
@@ -237,12 +282,14 @@ def train(
         "examples": len(examples),
         "problems": cfg.problems,
         "epochs": cfg.epochs,
-        "steps": step,
+        "steps": steps,
         "learning_rate": cfg.learning_rate,
         "lead_tokens": cfg.lead_tokens,
         "lead_weight": cfg.lead_weight,
         "seed": cfg.seed,
         "epoch_mean_loss": [round(x, 5) for x in losses],
+        "margin": cfg.margin,
+        "polish_rounds": polish,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return tensors, record

@@ -95,10 +95,14 @@ def test_a_short_run_learns_and_leaves_frozen_weights_alone(tasks: Path, tmp_pat
     family = FAMILIES["llava"]
     init = _init_model("llava", tmp_path)
     subset = _one_problem(tasks, tmp_path)
-    settings = TrainSettings(problems=1, epochs=6, warmup_steps=2, learning_rate=2e-3)
+    settings = TrainSettings(problems=1, epochs=6, warmup_steps=2, learning_rate=2e-3, polish_rounds=4)
     tensors, record = train(family, init, subset, settings)
     losses = record["epoch_mean_loss"]
-    assert record["steps"] == 12
+    polish = record["polish_rounds"]
+    polished = sum(r["below_margin"] for r in polish[:-1]) * settings.polish_epochs
+    assert record["steps"] == 12 + polished
+    # polishing ends when every answer leads by the margin, or after its rounds; it lifts the weakest
+    assert polish[-1]["below_margin"] == 0 or polish[-1]["min_margin"] > polish[0]["min_margin"], polish
     assert len(losses) == 6
     assert losses[-1] < 0.5 * losses[0], losses
     before = load_file(str(init / "model.safetensors"))
