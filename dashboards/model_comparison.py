@@ -48,6 +48,24 @@ def comparison_queries() -> list[Q]:
     ]
 
 
+QUANTIZATION_FROM_MODEL = ".*-(bf16|awq|gptq)(-g[0-9]+)?$"
+
+
+def accuracy_by_quantization() -> Q:
+    """pass / graded per quantization scheme (and group size), read off the model ids' suffix; a model
+    whose id names none (a real checkpoint) falls in an empty group."""
+
+    def by_scheme(verdicts: str) -> str:
+        series = f'{client.GRADED.name}_total{{run_id=~"$run",model=~"$model",{verdicts}}}'
+        counts = f"last_over_time({series}[$__range])"
+        relabelled = f'label_replace({counts}, "quantization", "$1$2", "model", "{QUANTIZATION_FROM_MODEL}")'
+        return f"sum by (quantization) ({relabelled})"
+
+    graded = by_scheme(f'verdict=~"{rules.GRADED_VERDICTS}"')
+    passed = by_scheme('verdict="pass"')
+    return Q(f"({passed} or 0 * {graded}) / ({graded} > 0)", "{{quantization}}", instant=True)
+
+
 def build() -> sdk.Dashboard:
     board = new_dashboard(
         UID,
@@ -105,6 +123,21 @@ def build() -> sdk.Dashboard:
             ],
         )
     )
+    quantized = (
+        bargauge.Panel()
+        .title("Accuracy per quantization")
+        .description(
+            "pass / graded over the selected models, grouped by the quantization their name ends in "
+            "(-bf16, -awq, -gptq, with -g<N> for a group size other than 128), at the end of the range."
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .span(8)
+        .height(8)
+        .reduce_options(sdk_common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    )
+    board = board.with_panel(with_targets(quantized, [accuracy_by_quantization()]))
     board = board.with_panel(
         timeseries(
             "p99 latency per model: client vs server",
