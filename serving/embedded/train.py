@@ -37,17 +37,11 @@ TRAIN_PROBLEMS = 4  # HumanEval/0 .. /3 in every language, image and text-only: 
 @dataclass(frozen=True)
 class TrainSettings:
     problems: int = TRAIN_PROBLEMS
-    epochs: int = 12
+    epochs: int = 16
     learning_rate: float = 1e-3
-    lead_tokens: int = 12  # the answer's first tokens, weighted lead_weight times in the loss
-    lead_weight: float = 5.0
+    lead_tokens: int = 4  # the first answer tokens that differ between problems, weighted lead_weight
+    lead_weight: float = 20.0
     warmup_steps: int = 20
-    # Then polish: every answer must lead by `margin` logits at every token (fp32), so BF16 serving's
-    # rounding cannot flip a greedy choice; answers below it get `polish_epochs` more passes, per round.
-    margin: float = 3.0
-    polish_rounds: int = 8
-    polish_epochs: int = 2
-    polish_learning_rate: float = 3e-4
     seed: int = SEED
     threads: int | None = None  # None: every core
 
@@ -171,16 +165,28 @@ def _answer_loss(
     family: ModelFamily,
     model: Any,
     example: dict[str, torch.Tensor],
-    lead_tokens: int = 0,
+    lead: slice = slice(0),
     lead_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Cross-entropy over the answer tokens only, the first ``lead_tokens`` weighted ``lead_weight``:
-    they are where the problem is recognised; once they are right, the rest follows from the answer."""
+    """Cross-entropy over the answer tokens only, the ``lead`` tokens weighted ``lead_weight``: the first
+    tokens where the problems' answers part are where the model must recognise the problem; once they are
+    right, the rest follows from the answer itself."""
     logits, targets = _answer_logits(family, model, example)
     losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     weights = torch.ones_like(losses)
-    weights[:lead_tokens] = lead_weight
+    weights[lead] = lead_weight
     return (losses * weights).sum() / weights.sum()
+
+
+def _answers_part(examples: list[dict[str, torch.Tensor]]) -> int:
+    """How many answer tokens every example's answer shares (the fence and indent): where they part."""
+    answers = {tuple(e["labels"][0][e["labels"][0] != -100].tolist()) for e in examples}
+    if len(answers) < 2:
+        return 0  # one answer for all: nothing to tell apart
+    shared = 0
+    while all(shared < len(a) for a in answers) and len({a[shared] for a in answers}) == 1:
+        shared += 1
+    return shared
 
 
 def _margin(family: ModelFamily, model: Any, example: dict[str, torch.Tensor]) -> float:
@@ -231,8 +237,11 @@ def train(
         model.train()
         started = time.perf_counter()
 
+        part = _answers_part(examples)
+        lead = slice(part, part + cfg.lead_tokens)
+
         def step(index: int) -> float:
-            loss = _answer_loss(family, model, examples[index], cfg.lead_tokens, cfg.lead_weight)
+            loss = _answer_loss(family, model, examples[index], lead, cfg.lead_weight)
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
@@ -254,24 +263,12 @@ def train(
                 f"training {family.name}: epoch {epoch + 1}/{cfg.epochs}, mean loss {losses[-1]:.4f}, "
                 f"{time.perf_counter() - started:.0f} s"
             )
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.polish_learning_rate
-        polish: list[dict[str, Any]] = []
-        for _ in range(cfg.polish_rounds + 1):
-            margins = [_margin(family, model, example) for example in examples]
-            hard = [i for i, m in enumerate(margins) if m < cfg.margin]
-            polish.append({"below_margin": len(hard), "min_margin": round(min(margins), 3)})
-            say(
-                f"training {family.name}: {len(hard)} of {len(examples)} answers lead by less than "
-                f"{cfg.margin} logits (smallest {min(margins):.2f}), {time.perf_counter() - started:.0f} s"
-            )
-            if not hard or len(polish) > cfg.polish_rounds:
-                break
-            for _ in range(cfg.polish_epochs):
-                order.shuffle(hard)
-                for index in hard:
-                    step(index)
-                    steps += 1
+        margins = sorted(_margin(family, model, example) for example in examples)
+        wrong = sum(m < 0 for m in margins)
+        say(
+            f"training {family.name}: {len(examples) - wrong} of {len(examples)} answers right token for "
+            f"token (fp32, teacher-forced); smallest lead {margins[0]:.2f} logits"
+        )
         tensors = {
             fam.checkpoint_name(family, name): value.detach().to(torch.bfloat16).contiguous()
             for name, value in model.state_dict().items()
@@ -288,8 +285,9 @@ def train(
         "lead_weight": cfg.lead_weight,
         "seed": cfg.seed,
         "epoch_mean_loss": [round(x, 5) for x in losses],
-        "margin": cfg.margin,
-        "polish_rounds": polish,
+        "answers_part_at_token": part,
+        "answers_right": len(examples) - wrong,
+        "margin_quantiles": [round(margins[int(q * (len(margins) - 1))], 3) for q in (0, 0.1, 0.5)],
         "seconds": round(time.perf_counter() - started, 1),
     }
     return tensors, record
