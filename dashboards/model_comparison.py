@@ -66,6 +66,20 @@ def accuracy_by_quantization() -> Q:
     return Q(f"({passed} or 0 * {graded}) / ({graded} > 0)", "{{quantization}}", instant=True)
 
 
+def _accuracy_bars(title: str, description: str) -> bargauge.Panel:
+    return (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .span(8)
+        .height(8)
+        .reduce_options(sdk_common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    )
+
+
 def build() -> sdk.Dashboard:
     board = new_dashboard(
         UID,
@@ -100,16 +114,8 @@ def build() -> sdk.Dashboard:
         .with_transformation(MERGE)
     )
     board = board.with_panel(with_targets(grid, comparison_queries()))
-    bars = (
-        bargauge.Panel()
-        .title("Accuracy per model")
-        .description("pass / graded over all languages, at the end of the selected range.")
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .span(8)
-        .height(8)
-        .reduce_options(sdk_common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    bars = _accuracy_bars(
+        "Accuracy per model", "pass / graded over all languages, at the end of the selected range."
     )
     board = board.with_panel(
         with_targets(
@@ -123,19 +129,10 @@ def build() -> sdk.Dashboard:
             ],
         )
     )
-    quantized = (
-        bargauge.Panel()
-        .title("Accuracy per quantization")
-        .description(
-            "pass / graded over the selected models, grouped by the quantization their name ends in "
-            "(-bf16, -awq, -gptq, with -g<N> for a group size other than 128), at the end of the range."
-        )
-        .unit("percentunit")
-        .min(0)
-        .max(1)
-        .span(8)
-        .height(8)
-        .reduce_options(sdk_common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    quantized = _accuracy_bars(
+        "Accuracy per quantization",
+        "pass / graded over the selected models, grouped by the quantization their name ends in "
+        "(-bf16, -awq, -gptq, with -g<N> for a group size other than 128), at the end of the range.",
     )
     board = board.with_panel(with_targets(quantized, [accuracy_by_quantization()]))
     board = board.with_panel(
