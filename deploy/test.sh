@@ -27,6 +27,12 @@ echo "[test] ruff"
 "$VENV/bin/ruff" check .
 echo "[test] mypy (strict)"
 "$VENV/bin/mypy"
+if [[ ${#MARK[@]} -eq 0 ]]; then
+  # The integration tests serve the trained embedded models: train them here, once per build key
+  # (about 9 minutes the first time on 2 cores, then cached), not inside some test's time limit.
+  echo "[test] embedded models (built and trained once, then cached: \$M3BENCH_CACHE or .cache/m3bench)"
+  M3BENCH_CACHE="${M3BENCH_CACHE:-$ROOT/.cache/m3bench}" "$VENV/bin/m3bench" models build
+fi
 echo "[test] pytest ${MARK[*]:-} ${PYTEST_ARGS[*]:-}"
 set +e
 "$VENV/bin/python" -m pytest -p no:cacheprovider -ra --durations=25 "${MARK[@]}" "${PYTEST_ARGS[@]}"
