@@ -17,7 +17,6 @@ named: they explain a difference that is not noise.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -26,10 +25,8 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from loadgen.records import RequestRecord, read_records
-from m3bench.report.inputs import AccuracyEntry, ReportError, ResultsIndex, run_dir
+from loadgen.records import RequestRecord
+from m3bench.report.inputs import AccuracyEntry, ResultsIndex, model_records, read_json_object
 
 ALPHA = 0.01
 LENGTH = "length"  # finish_reason of an answer cut by max_tokens
@@ -204,32 +201,12 @@ def compare_loads(
 
 
 # -- loading -----------------------------------------------------------------------------------------
-def _config(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path} is not valid JSON: {str(exc).splitlines()[0]}") from None
-    return data if isinstance(data, dict) else {}
-
-
 def load_accuracy_runs(results_dir: Path, index: ResultsIndex) -> list[AccuracyRun]:
     runs = []
     for entry in index.accuracy:
-        directory = run_dir(results_dir, entry)
-        try:
-            records = read_records(directory / "records.jsonl")
-        except (ValidationError, ValueError) as exc:
-            first = str(exc).splitlines()[0]
-            raise ReportError(f"accuracy run {entry.label!r}: malformed records.jsonl: {first}") from None
-        mine = [r for r in records if r.model == entry.record_model]
-        if records and not mine:
-            present = ", ".join(sorted({r.model for r in records}))
-            raise ReportError(
-                f"accuracy run {entry.label!r}: no records for model {entry.record_model!r} in {directory} "
-                f"(models there: {present}; set served_name)"
-            )
+        directory, mine = model_records(results_dir, entry, allow_empty=True)
         measured = [r for r in mine if r.phase == "measure"]
-        runs.append(AccuracyRun(entry, measured, _config(directory / "run.json")))
+        runs.append(AccuracyRun(entry, measured, read_json_object(directory / "run.json")))
     return runs
 
 

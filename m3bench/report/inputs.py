@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from loadgen.records import RequestRecord, read_records
+
 INDEX_FILE = "index.json"
 INDEX_SCHEMA_VERSION: Literal[1] = 1
 
@@ -171,6 +173,39 @@ def _kind(entry: SweepEntry | AccuracyEntry) -> str:
 
 def run_dir(results_dir: Path, entry: SweepEntry | AccuracyEntry) -> Path:
     return _inside(results_dir, entry.run_dir, f"{_kind(entry)} {entry.label!r} run_dir")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run (run.json, provenance.json); {} when absent or not an object."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path} is not valid JSON: {str(exc).splitlines()[0]}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def model_records(
+    results_dir: Path, entry: SweepEntry | AccuracyEntry, *, allow_empty: bool = False
+) -> tuple[Path, list[RequestRecord]]:
+    """The entry's run directory and its model's records; a malformed file, or a run with records of
+    other models only (or, unless ``allow_empty``, none at all), is a one-line :class:`ReportError`."""
+    directory = run_dir(results_dir, entry)
+    what = f"{_kind(entry)} {entry.label!r}"
+    try:
+        records = read_records(directory / "records.jsonl")
+    except (ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ReportError(f"{what}: malformed records.jsonl: {first}") from None
+    mine = [record for record in records if record.model == entry.record_model]
+    if not mine and (records or not allow_empty):
+        present = ", ".join(sorted({record.model for record in records})) or "none"
+        raise ReportError(
+            f"{what}: no records for model {entry.record_model!r} in {directory} "
+            f"(models there: {present}; set served_name)"
+        )
+    return directory, mine
 
 
 def optional_path(results_dir: Path, relative: str | None, what: str) -> Path | None:

@@ -15,9 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from loadgen.profile import Generator, Slo
-from loadgen.records import read_records
 from loadgen.summary import summarize
-from m3bench.report.inputs import ReportError, ResultsIndex, SweepEntry, run_dir
+from m3bench.report.inputs import ResultsIndex, SweepEntry, model_records, read_json_object
 from m3bench.report.planner import Level
 
 
@@ -80,16 +79,6 @@ def level_from_stage(stage: dict[str, Any], model: str) -> Level:
     )
 
 
-def _json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path} is not valid JSON: {str(exc).splitlines()[0]}") from None
-    return data if isinstance(data, dict) else {}
-
-
 def _health(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -103,20 +92,8 @@ def _health(path: Path) -> list[dict[str, Any]]:
 
 
 def load_sweep(results_dir: Path, entry: SweepEntry, slo: Slo) -> LoadedSweep:
-    directory = run_dir(results_dir, entry)
-    try:
-        records = read_records(directory / "records.jsonl")
-    except (ValidationError, ValueError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ReportError(f"sweep {entry.label!r}: malformed records.jsonl: {first}") from None
-    mine = [record for record in records if record.model == entry.record_model]
-    if not mine:
-        present = ", ".join(sorted({record.model for record in records})) or "none"
-        raise ReportError(
-            f"sweep {entry.label!r}: no records for model {entry.record_model!r} in {directory} "
-            f"(models there: {present}; set served_name)"
-        )
-    run_config = _json(directory / "run.json")
+    directory, mine = model_records(results_dir, entry)
+    run_config = read_json_object(directory / "run.json")
     try:
         limits = Generator.model_validate(run_config.get("profile", {}).get("generator", {}))
     except ValidationError:
@@ -126,7 +103,9 @@ def load_sweep(results_dir: Path, entry: SweepEntry, slo: Slo) -> LoadedSweep:
         (level_from_stage(stage, entry.record_model) for stage in summary["stages"]),
         key=lambda level: level.offered,
     )
-    return LoadedSweep(entry, directory, summary, levels, run_config, _json(directory / "provenance.json"))
+    return LoadedSweep(
+        entry, directory, summary, levels, run_config, read_json_object(directory / "provenance.json")
+    )
 
 
 def load_sweeps(results_dir: Path, index: ResultsIndex, slo: Slo) -> list[LoadedSweep]:
