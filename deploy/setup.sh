@@ -36,12 +36,19 @@ if ((${#missing[@]})); then
   step "installing Debian packages: ${missing[*]}"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
+  # Debian starts a Prometheus service on :9090 when it installs the package; m3bench runs its own,
+  # run-scoped one. Only when this script installs Prometheus does it stop the service that install
+  # started, and only that one: a Prometheus the user already runs is never touched.
+  installs_prometheus=0
+  [[ " ${missing[*]} " == *" prometheus "* ]] && installs_prometheus=1
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian starts a Prometheus service on :9090 on install; m3bench runs its own, run-scoped one.
-  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
-    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  if ((installs_prometheus)); then
+    if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+      $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/prometheus ]]; then  # no systemd (containers): the package's init script
+      $SUDO /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    fi
   fi
-  pkill -x prometheus 2>/dev/null || true
 fi
 
 # A --dev set-up includes the runtime one.

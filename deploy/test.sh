@@ -34,8 +34,10 @@ if [[ ${#MARK[@]} -eq 0 ]]; then
   M3BENCH_CACHE="${M3BENCH_CACHE:-$ROOT/.cache/m3bench}" "$VENV/bin/m3bench" models build
 fi
 echo "[test] pytest ${MARK[*]:-} ${PYTEST_ARGS[*]:-}"
+# --strict-skips: a skipped test fails the run unless it names the disturbance it measured
+# (tests/conftest.py); every skip is listed with its reason at the end.
 set +e
-"$VENV/bin/python" -m pytest -p no:cacheprovider -ra --durations=25 "${MARK[@]}" "${PYTEST_ARGS[@]}"
+"$VENV/bin/python" -m pytest -p no:cacheprovider -ra --strict-skips --durations=25 "${MARK[@]}" "${PYTEST_ARGS[@]}"
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then

@@ -1,7 +1,7 @@
 """A grader process: reads (job id, task, answer) frames on stdin, writes verdict frames on stdout.
 
 Started by ``loadgen.grading_pool``; runs ``module:function(task, answer) -> GradeResult`` (by default
-``loadgen.grading:grade``) outside the load generator's event loop. Frames are a 4-byte big-endian
+``benchmark.grading:grade``) outside the load generator's event loop. Frames are a 4-byte big-endian
 length and a pickle.
 """
 
@@ -43,7 +43,7 @@ def resolve(spec: str) -> Callable[[Any, str], Any]:
 
 
 def main() -> None:
-    spec = sys.argv[1] if len(sys.argv) > 1 else "loadgen.grading:grade"
+    spec = sys.argv[1] if len(sys.argv) > 1 else "benchmark.grading:grade"
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
         function = resolve(spec)

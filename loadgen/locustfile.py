@@ -12,7 +12,6 @@ which sends its share of the stage's absolute arrival schedule (users do not pac
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -29,13 +28,11 @@ from loadgen.profile import RunConfig
 _state: dict[str, Any] = {"runtime": None, "controller": None}
 
 # Locust declares a worker missing after 3 s without a heartbeat; a worker building its runtime (task
-# set, request bodies, grader processes) on a loaded machine can take longer. 20 s, set where Locust
-# reads it (a module global when a heartbeat arrives, a default argument for a new worker).
-locust_runners.HEARTBEAT_LIVENESS = 20
-with contextlib.suppress(AttributeError, TypeError):
-    _defaults = locust_runners.WorkerNode.__init__.__defaults__
-    if _defaults is not None and len(_defaults) == 2:
-        locust_runners.WorkerNode.__init__.__defaults__ = (_defaults[0], 20)
+# set, request bodies, grader processes) on a loaded machine can take longer. Locust has no option for
+# it: the master reads this module global whenever a worker registers or beats (locust 2.47, the pinned
+# range; tests/unit/test_loadgen_profile.py checks that a new worker gets it).
+HEARTBEAT_LIVENESS_S = 20
+locust_runners.HEARTBEAT_LIVENESS = HEARTBEAT_LIVENESS_S
 
 
 def _runtime() -> worker_module.WorkerRuntime:

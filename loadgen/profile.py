@@ -114,7 +114,7 @@ class RequestOptions(_Model):
 class GradingOptions(_Model):
     enabled: bool = True
     processes: int = Field(default=1, ge=1, description="Grader processes per generator process.")
-    function: str = Field(default="loadgen.grading:grade", description="module:function(task, answer).")
+    function: str = Field(default="benchmark.grading:grade", description="module:function(task, answer).")
 
 
 class Slo(_Model):

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_DISTRIBUTIONS = ("m3bench", "locust", "gevent", "geventhttpclient", "prometheus-client", "pydantic", "numpy")
+_DISTRIBUTIONS = ("m3bench", "locust", "gevent", "prometheus-client", "pydantic", "numpy")
 
 
 def _version(name: str) -> str | None:

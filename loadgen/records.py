@@ -1,4 +1,4 @@
-"""The request record (DESIGN.md contract): one JSON line per request, written as the request ends.
+"""The request record (docs/design.md): one JSON line per request, written as the request ends.
 
 Times are ``perf_counter_ns`` of the process that sent the request; ``anchor_wall_ns`` and
 ``anchor_perf_ns`` (taken once per process) place them on the wall clock, so records of several

@@ -1,4 +1,4 @@
-"""Per-request latency formulas (DESIGN.md), computed from a record's raw timestamps.
+"""Per-request latency formulas (docs/design.md), computed from a record's raw timestamps.
 
 Every function returns ``None`` when the quantity does not exist for that request (no token came, no
 usage was reported, ...); nothing falls back to a stand-in value.

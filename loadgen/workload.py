@@ -20,15 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmark.tasks.schema import TaskRecord
 from loadgen.profile import LoadgenError, RequestOptions, Sampling
-from loadgen.tasks.schema import TaskRecord
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
 def load_tasks(task_dir: Path) -> list[TaskRecord]:
-    from loadgen.tasks.loaders.common import LoaderError
-    from loadgen.tasks.taskset import read_tasks
+    from benchmark.tasks.loaders.common import LoaderError
+    from benchmark.tasks.taskset import read_tasks
 
     if not task_dir.exists():
         raise LoadgenError(f"task set {task_dir} does not exist (build one with `m3bench tasks build`)")

@@ -1,43 +1,87 @@
-"""The ``m3bench`` command: one Typer app with a sub-command group per pipeline stage."""
+"""The ``m3bench`` command: one Typer app with a sub-command group per pipeline stage.
+
+Each stage's command group lives in its own package and is imported only when that command runs:
+vLLM, Ray, torch and transformers cost seconds to import, and ``m3bench --help`` or ``m3bench tasks
+build`` need none of them. The table below is what ``--help`` lists without importing anything.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+
+# name -> (module:attribute, help); the attribute is a Typer app (a group) or a plain function (a command)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("serving.embedded.cli:app", "Build and inspect the embedded tiny INT4 VLMs."),
+    "tasks": ("benchmark.tasks.cli:app", "Build, inspect, validate and export task sets."),
+    "grade": ("benchmark.grading.cli:grade", "Grade a file of answers offline (pass@k per language)."),
+    "load": ("loadgen.cli:app", "Run load tests against an OpenAI-compatible endpoint."),
+    "dashboards": ("observability.cli:app", "Rules, dashboards, local Prometheus."),
+    "serve": ("serving.cli:app", "Serve a model catalog on vLLM + Ray Serve."),
+    "convert": ("serving.convert.cli:app", "Convert published quantized checkpoints for vLLM."),
+    "demo": ("m3bench.demo.cli:demo", "Run the whole benchmark on the embedded default."),
+    "report": ("m3bench.report.cli:report", "Render the capacity-planning report from a results directory."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """A command group that imports a sub-command's module only when that sub-command is asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    _listing = False  # True while this group's own help is printed: list names, import nothing
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        target, help_text = COMMANDS[cmd_name]
+        if self._listing:
+            return _Placeholder(cmd_name, help_text)
+        module_name, attribute = target.split(":")
+        obj = getattr(importlib.import_module(module_name), attribute)
+        command: Any
+        if isinstance(obj, typer.Typer):
+            command = typer.main.get_group(obj)  # a group even when it has one command (convert grace)
+        else:
+            sub = typer.Typer()
+            sub.command(cmd_name, help=help_text)(obj)
+            command = typer.main.get_command(sub)
+        command.help = command.help or help_text
+        command.short_help = help_text
+        return command
+
+
+class _Placeholder(TyperCommand):
+    """What the top-level ``--help`` lists for a sub-command it has not imported: its name and help."""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        super().__init__(name=name, help=help_text, short_help=help_text)
+
 
 app = typer.Typer(
     name="m3bench",
+    cls=LazyGroup,
     help="Benchmark INT4 multimodal models served by vLLM on Ray Serve, under Locust load.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
 
-def _register() -> None:
-    # Each stage owns its command group; they are imported here so `m3bench --help` lists all.
-    from loadgen.cli import app as load_app
-    from loadgen.tasks.cli import app as tasks_app
-    from m3bench.dashboards_cli import app as dashboards_app
-    from m3bench.demo.cli import demo as demo_command
-    from m3bench.report.cli import report as report_command
-    from serving.cli import app as serve_app
-    from serving.convert.cli import app as convert_app
-    from serving.embedded.cli import app as models_app
-
-    app.add_typer(models_app, name="models", help="Build and inspect the embedded tiny INT4 VLMs.")
-    app.add_typer(tasks_app, name="tasks", help="Build, inspect and validate task sets.")
-    app.add_typer(load_app, name="load", help="Run load tests against an OpenAI-compatible endpoint.")
-    app.add_typer(dashboards_app, name="dashboards", help="Rules, dashboards, local Prometheus.")
-    app.add_typer(serve_app, name="serve", help="Serve a model catalog on vLLM + Ray Serve.")
-    app.add_typer(convert_app, name="convert", help="Convert published quantized checkpoints for vLLM.")
-    app.command("demo", help="Run the whole benchmark on the embedded default.")(demo_command)
-    app.command("report", help="Render the capacity-planning report from a results directory.")(
-        report_command
-    )
-
-
-_register()
+@app.callback()
+def _root() -> None:
+    """Benchmark INT4 multimodal models served by vLLM on Ray Serve, under Locust load."""
 
 
 def main() -> None:

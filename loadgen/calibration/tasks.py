@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from loadgen.tasks.schema import TaskRecord
+from benchmark.tasks.schema import TaskRecord
 
 PROMPTS = {
     "en": "Describe the picture in one word.",

@@ -182,7 +182,7 @@ class Demo:
 
     # -- phases --------------------------------------------------------------------------------
     def _build_tasks(self) -> Path:
-        from loadgen.tasks.builder import BuildOptions, build
+        from benchmark.tasks.builder import BuildOptions, build
         from serving.embedded.build import default_cache_dir
 
         out = default_cache_dir().parent / "tasks" / f"demo-{self.settings.problems_per_language}"
@@ -194,7 +194,7 @@ class Demo:
 
     def _build_accuracy_tasks(self) -> Path:
         """The accuracy set: the demo set's first problems per language (the same records, rebuilt)."""
-        from loadgen.tasks.builder import BuildOptions, build
+        from benchmark.tasks.builder import BuildOptions, build
         from serving.embedded.build import default_cache_dir
 
         problems = self.settings.accuracy_problems_per_language
@@ -214,7 +214,7 @@ class Demo:
             self.say(f"model {m.name} ({state}): {m.path}")
 
     def _start_prometheus(self, stack: ExitStack) -> Any:
-        from m3bench.stack.prometheus import PrometheusConfig, PrometheusServer, free_port
+        from observability.prometheus import PrometheusConfig, PrometheusServer, free_port
 
         config = PrometheusConfig(ray_temp_dir=self._ray_temp_dir())
         prom = PrometheusServer(
@@ -345,9 +345,9 @@ class Demo:
                 raise KeyboardInterrupt
 
     def _dashboards(self, prom: Any) -> None:
-        from dashboards.build import build_all, dump
-        from dashboards.render import render_dashboards
-        from dashboards.verify import Window
+        from observability.dashboards.build import build_all, dump
+        from observability.render import render_dashboards
+        from observability.verify import Window
 
         documents = build_all()
         out = self.results / "dashboards"

@@ -14,8 +14,6 @@ from typing import Any
 
 import jinja2
 
-from m3bench.report import plots
-
 TEMPLATES = Path(__file__).with_name("templates")
 DASH = "–"
 
@@ -103,6 +101,8 @@ def _environment() -> jinja2.Environment:
 
 def make_figures(document: dict[str, Any]) -> dict[str, bytes]:
     """name -> PNG bytes for every figure the templates show."""
+    from m3bench.report import plots  # matplotlib: imported when a report is drawn, not by the CLI
+
     figures: dict[str, bytes] = {}
     options = document["options"]
     for model in document["models"]:

@@ -52,9 +52,7 @@ def _build_key(family: ModelFamily) -> str:
     source, the spec, the tokenizer corpus and the library versions that write the files."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    tasks = (
-        here.parent.parent / "loadgen" / "tasks"
-    )  # the training data: the embedded task set's code and text
+    tasks = here.parent.parent / "benchmark" / "tasks"  # the training data: the task set's code and text
     sources = [*here.glob("*.py"), here.parent / "int4" / "pack.py"]
     sources += [p for p in tasks.rglob("*") if p.is_file() and p.suffix in {".py", ".json", ".jsonl", ".txt"}]
     for src in sorted(sources):
@@ -190,8 +188,8 @@ def _trained_weights(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The family's trained BF16 tensors (checkpoint names) and training record: trained once per
     build key (the embedded task set is built for it and removed after), then read from the cache."""
-    from loadgen.tasks.builder import BuildOptions
-    from loadgen.tasks.builder import build as build_tasks
+    from benchmark.tasks.builder import BuildOptions
+    from benchmark.tasks.builder import build as build_tasks
     from serving.embedded.train import TrainSettings, train
 
     done = root / TRAINED

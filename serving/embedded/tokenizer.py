@@ -27,7 +27,7 @@ def _humaneval_texts() -> Iterator[str]:
 
 
 def _translation_texts() -> Iterator[str]:
-    folder = resources.files("loadgen.tasks") / "data" / "translations"
+    folder = resources.files("benchmark.tasks") / "data" / "translations"
     for path in sorted((p for p in folder.iterdir() if p.name.endswith(".json")), key=lambda p: p.name):
         for docstrings in json.loads(path.read_text(encoding="utf-8")).values():
             yield from docstrings

@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
-from loadgen.grading import GradeResult, grade
-from loadgen.grading.sandbox import resolve_mode
-from loadgen.tasks.loaders.humaneval import read_problems, to_record
-from loadgen.tasks.schema import TaskRecord
+from benchmark.grading import GradeResult, grade
+from benchmark.grading.sandbox import resolve_mode
+from benchmark.tasks.loaders.humaneval import read_problems, to_record
+from benchmark.tasks.schema import TaskRecord
 
 
 def _jobs() -> list[tuple[TaskRecord, str, str]]:

@@ -43,7 +43,7 @@ FLOOR = 0.5  # issue 10: BF16 passes at least half of the embedded tasks in ever
 
 def _tasks() -> Path:
     """The demo's task set at one problem per language (the records the models were trained on)."""
-    from loadgen.tasks.builder import BuildOptions, build
+    from benchmark.tasks.builder import BuildOptions, build
     from serving.embedded.build import default_cache_dir
 
     out = default_cache_dir().parent / "tasks" / f"demo-{PROBLEMS}"

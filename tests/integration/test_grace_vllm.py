@@ -21,10 +21,10 @@ from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from serving.convert import convert_grace
-from serving.convert.grace_fixture import GraceDims, write_grace_checkpoint
 from serving.int4.checkpoint import dequantize_checkpoint
 from serving.probe import PROBE_TEXT, _probe_image
 from tests.support.engine import run_probe
+from tests.support.grace_fixture import GraceDims, write_grace_checkpoint
 
 TOLERANCE_NATS = 0.05
 

@@ -10,6 +10,7 @@ import pytest
 from loadgen.calibration.launch import calibration_server
 from loadgen.http_stream import ConnectionPool, Endpoint, build_request, exchange
 from loadgen.sse import parse_reply
+from tests.support.skips import skip_disturbed
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,7 @@ def test_stream_timing_matches_the_program_and_connections_are_reused() -> None:
     with calibration_server("--ttft-ms", "40", "--itl-ms", "8", "--realtime") as server:
         pool = ConnectionPool(Endpoint.parse(server.url))
         ttfts = []
+        disturbances = []
         for attempt in range(3):
             reply, parsed = _run(server.url, pool=pool)
             assert parsed.status == "ok", parsed.error
@@ -51,9 +53,11 @@ def test_stream_timing_matches_the_program_and_connections_are_reused() -> None:
             if read_delay_ms < 8 and parsed.coalesced_reads == 0:  # this process read every token in time
                 ttfts.append(offsets_ms[0])
                 assert offsets_ms[-1] < 72 + 3
+            else:
+                disturbances.append(f"read delay {read_delay_ms:.1f} ms, {parsed.coalesced_reads} coalesced")
         assert len(pool.idle) == 1
         if not ttfts:
-            pytest.skip("machine too busy: this test process was descheduled past a token gap every time")
+            skip_disturbed(f"this test process read a token late in every attempt: {disturbances}")
         assert min(ttfts) < 40 + 3
 
 

@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 
-from dashboards import build, compare, render, rules, verify
-from dashboards import server_metric_names as server
 from loadgen.calibration.launch import calibration_server
 from loadgen.calibration.tasks import write_calibration_tasks
 from loadgen.profile import Profile, RunConfig
 from loadgen.run import run_load
-from m3bench.stack import PrometheusConfig, PrometheusServer
-from m3bench.stack.prometheus import free_port
+from observability import render, rules, verify
+from observability.dashboards import build, compare
+from observability.dashboards import server_metric_names as server
+from observability.prometheus import PrometheusConfig, PrometheusServer, free_port
 from serving.stack import ServeStack, StackConfig
 from tests.support.ports import free_port_plan
 

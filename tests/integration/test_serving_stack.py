@@ -199,7 +199,7 @@ def total(client: Any, metric: str) -> float:
 
 
 def test_ray_metrics_reach_prometheus(stack: Up, tmp_path: Path) -> None:
-    from m3bench.stack.prometheus import PrometheusConfig, PrometheusServer, free_port
+    from observability.prometheus import PrometheusConfig, PrometheusServer, free_port
 
     assert stack.cluster.service_discovery_file.exists()
     ttft = "ray_vllm_time_to_first_token_seconds_count"

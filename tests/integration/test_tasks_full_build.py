@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.grading import grade
-from loadgen.tasks.builder import BuildOptions, build
-from loadgen.tasks.languages import LANGUAGES
-from loadgen.tasks.schema import TaskRecord
-from loadgen.tasks.taskset import read_tasks, validate
-from loadgen.tasks.translations import TRANSLATIONS_DIR, available_languages
+from benchmark.grading import grade
+from benchmark.tasks.builder import BuildOptions, build
+from benchmark.tasks.languages import LANGUAGES
+from benchmark.tasks.schema import TaskRecord
+from benchmark.tasks.taskset import read_tasks, validate
+from benchmark.tasks.translations import TRANSLATIONS_DIR, available_languages
 
 pytestmark = pytest.mark.slow
 

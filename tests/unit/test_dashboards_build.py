@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from dashboards import build, deploy, promql, rules, verify
-from dashboards import server_metric_names as server
 from loadgen import metric_names as client
+from observability import deploy, rules, verify
+from observability.dashboards import build, promql
+from observability.dashboards import server_metric_names as server
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
@@ -33,7 +34,7 @@ def documents() -> dict[str, dict[str, Any]]:
 
 
 def test_committed_files_match_the_code() -> None:
-    assert deploy.stale(deploy.generated_dashboards(), build.PACKAGE_DIR) == []
+    assert deploy.stale(deploy.generated_dashboards(), build.DASHBOARDS_DIR) == []
     assert deploy.stale(deploy.generated(), deploy.DEPLOY_DIR) == []
     assert build.load_committed() == build.build_all()
 

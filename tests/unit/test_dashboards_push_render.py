@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 import pytest
 from typer.testing import CliRunner
 
-from dashboards import build, push, render, verify
-from m3bench import dashboards_cli
+from observability import cli as dashboards_cli
+from observability import push, render, verify
+from observability.dashboards import build
 
 
 class _FakeGrafana(BaseHTTPRequestHandler):

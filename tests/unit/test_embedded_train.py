@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loadgen.grading import grade
-from loadgen.tasks.builder import BuildOptions, build
-from loadgen.tasks.taskset import read_tasks
+from benchmark.grading import grade
+from benchmark.tasks.builder import BuildOptions, build
+from benchmark.tasks.taskset import read_tasks
 from serving.embedded import families as fam
 from serving.embedded.build import _build_one
 from serving.embedded.spec import FAMILIES, VARIANTS

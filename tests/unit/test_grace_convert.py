@@ -15,10 +15,10 @@ from safetensors import safe_open
 from transformers import AutoProcessor
 
 from serving.convert import ConversionError, convert_grace
-from serving.convert.grace_fixture import SEED, GraceDims, write_grace_checkpoint
 from serving.convert.grace_hf import VICUNA_V1_SYSTEM
 from serving.embedded.weights import init_tensor
 from serving.int4 import dequantize, quantize_rtn, unpack_awq
+from tests.support.grace_fixture import SEED, GraceDims, write_grace_checkpoint
 
 DIMS = GraceDims()
 AWQ_REVERSE_ORDER = [0, 4, 1, 5, 2, 6, 3, 7]

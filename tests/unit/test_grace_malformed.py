@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from serving.convert import ConversionError, convert_grace
-from serving.convert.grace_fixture import GraceDims, write_grace_checkpoint
 from serving.int4 import dequantize, pack_awq, pack_gptq, quantize_rtn, unpack_awq
+from tests.support.grace_fixture import GraceDims, write_grace_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 Q_PROJ = "model.layers.1.self_attn.q_proj"

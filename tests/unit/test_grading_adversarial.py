@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-import loadgen.grading
-from loadgen.grading import grade
-from loadgen.tasks.loaders.humaneval import read_problems, to_record
-from loadgen.tasks.schema import TaskRecord
+import benchmark.grading
+from benchmark.grading import grade
+from benchmark.tasks.loaders.humaneval import read_problems, to_record
+from benchmark.tasks.schema import TaskRecord
 
 TIMEOUT_S = 1.5
 H = "def has_close_elements(numbers, threshold):\n"
@@ -131,7 +131,7 @@ def listener() -> Iterator[tuple[int, list[bytes]]]:
 
 def probes(outside: Path, port: int) -> list[tuple[TaskRecord, str]]:
     secret = (outside / "secret.txt").read_text()
-    grader_file = Path(loadgen.grading.__file__).resolve()
+    grader_file = Path(benchmark.grading.__file__).resolve()
     grader_line = grader_file.read_text().splitlines()[0]
     def_ = "def probe():\n"
     return [

@@ -7,10 +7,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from loadgen.grading import GradeResult, grade
-from loadgen.grading.sandbox import resolve_mode
-from loadgen.tasks.loaders.humaneval import read_problems, to_record
-from loadgen.tasks.schema import TaskRecord
+from benchmark.grading import GradeResult, grade
+from benchmark.grading.sandbox import resolve_mode
+from benchmark.tasks.loaders.humaneval import read_problems, to_record
+from benchmark.tasks.schema import TaskRecord
 
 PROBLEMS = {problem.task_id: problem for problem in read_problems()}
 

@@ -7,11 +7,11 @@ import pickle
 
 import pytest
 
-from loadgen.grading import GradeResult, grade
-from loadgen.grading._wire import UnencodableError, WireError, decode_value, encode_value
-from loadgen.grading.extract import extract_program, fenced_blocks
-from loadgen.grading.matching import chosen_option, grade_choice, grade_exact
-from loadgen.tasks.schema import TaskRecord
+from benchmark.grading import GradeResult, grade
+from benchmark.grading._wire import UnencodableError, WireError, decode_value, encode_value
+from benchmark.grading.extract import extract_program, fenced_blocks
+from benchmark.grading.matching import chosen_option, grade_choice, grade_exact
+from benchmark.tasks.schema import TaskRecord
 
 PRELUDE = 'def add(a, b):\n    """Add."""\n'
 

@@ -61,3 +61,23 @@ def test_model_weights_must_name_run_models() -> None:
     )
     with pytest.raises(ValueError, match="not in --models: x"):
         RunConfig(endpoint="http://127.0.0.1:1", tasks=Path("t"), models=["a"], profile=profile)
+
+
+def test_a_new_locust_worker_gets_the_longer_heartbeat_liveness() -> None:
+    # In its own process: importing Locust monkey-patches the standard library with gevent.
+    import subprocess
+    import sys
+
+    code = (
+        "import loadgen.locustfile as lf\n"
+        "from locust import runners\n"
+        "node = runners.WorkerNode('w1', heartbeat_liveness=runners.HEARTBEAT_LIVENESS)\n"
+        "import inspect\n"
+        "src = inspect.getsource(runners.MasterRunner)\n"
+        "print(node.heartbeat == lf.HEARTBEAT_LIVENESS_S, 'heartbeat_liveness=HEARTBEAT_LIVENESS' in src)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    # the master builds each WorkerNode with the module global at call time: what the patch relies on
+    assert out.stdout.split() == ["True", "True"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from m3bench.stack.prometheus import (
+from observability.prometheus import (
     JOB_LOADGEN,
     JOB_RAY,
     PrometheusConfig,

@@ -11,12 +11,12 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from typer.testing import CliRunner
 
-from loadgen.tasks.builder import BuildOptions, build
-from loadgen.tasks.cli import app
-from loadgen.tasks.docstrings import docstrings
-from loadgen.tasks.loaders.humaneval import read_problems
-from loadgen.tasks.taskset import read_tasks, validate
-from loadgen.tasks.translations import TRANSLATIONS_DIR
+from benchmark.tasks.builder import BuildOptions, build
+from benchmark.tasks.cli import app
+from benchmark.tasks.docstrings import docstrings
+from benchmark.tasks.loaders.humaneval import read_problems
+from benchmark.tasks.taskset import read_tasks, validate
+from benchmark.tasks.translations import TRANSLATIONS_DIR
 
 LANGS = ("en", "zh", "ja", "ru", "ar", "hi")
 

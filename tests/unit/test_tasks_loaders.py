@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from loadgen.grading import grade
-from loadgen.tasks.loaders import LoaderError, load
-from loadgen.tasks.loaders.multilingual import flores_to_bcp47
+from benchmark.grading import grade
+from benchmark.tasks.loaders import LoaderError, load
+from benchmark.tasks.loaders.multilingual import flores_to_bcp47
 
 PROMPT = (
     "from typing import List\n\n\ndef below_zero(operations: List[int]) -> bool:\n"

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image, ImageFont, features
 
-from loadgen.tasks.render import MAX_SIDE, MIN_SIDE, find_font, render_statement
+from benchmark.tasks.render import MAX_SIDE, MIN_SIDE, find_font, render_statement
 
 ARABIC_LINE = "    تُرجع الدالة قائمة الأعداد الموجبة فقط"
 HINDI_WORD = "क्षत्रिय"  # conjuncts: क्ष and त्र

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.tasks.bidi import paragraph_is_rtl, visual_runs
-from loadgen.tasks.docstrings import (
+from benchmark.tasks.bidi import paragraph_is_rtl, visual_runs
+from benchmark.tasks.docstrings import (
     TranslationRejectedError,
     docstrings,
     last_function,
     localize,
     signature_of,
 )
-from loadgen.tasks.languages import LANGUAGES
-from loadgen.tasks.loaders.humaneval import read_problems
-from loadgen.tasks.translations import load_language
+from benchmark.tasks.languages import LANGUAGES
+from benchmark.tasks.loaders.humaneval import read_problems
+from benchmark.tasks.translations import load_language
 
 PROBLEMS = {problem.task_id: problem for problem in read_problems()}
 TWO_DOCSTRINGS = PROBLEMS["HumanEval/10"].prompt  # is_palindrome + make_palindrome

@@ -1,0 +1,5 @@
+"""The benchmark itself: M3-HumanEval (the task set, its builders and loaders) and the sandboxed grader.
+
+Both the load generator (``loadgen``) and the server side (``serving``: the embedded models are trained
+on the task set) import it; it imports neither of them, nor ``observability`` or ``m3bench``.
+"""

@@ -1,0 +1,161 @@
+"""Load test dashboard: what the generator offered and achieved, client-side latency, throughput, errors,
+and the generator's own health (schedule lag, event-loop lag, CPU): a run whose generator was the
+bottleneck shows it here."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as sdk
+from grafana_foundation_sdk.builders import timeseries as ts
+
+from loadgen import metric_names as client
+from observability import rules
+from observability.dashboards import server_metric_names as server
+from observability.dashboards.common import Q, new_dashboard, run_model, timeseries
+from observability.dashboards.promql import LOADGEN_JOB
+
+UID = "m3bench-load-test"
+
+
+def _p50_p99(spec: client.MetricSpec, title: str, what: str) -> ts.Panel:
+    return timeseries(
+        f"{title} p50 / p99 per model",
+        f"Client-side {what}: {spec.help} Quantiles from histogram buckets over the rule window.",
+        "s",
+        [
+            Q(f"{rules.client_record(spec, 'p50')}{run_model()}", "p50 {{model}}"),
+            Q(f"{rules.client_record(spec, 'p99')}{run_model()}", "p99 {{model}}"),
+        ],
+        width=8,
+    )
+
+
+def build() -> sdk.Dashboard:
+    board = new_dashboard(
+        UID,
+        "m3bench / Load test",
+        "Offered vs achieved load, client-side latency per model, throughput, errors and generator health.",
+    )
+    board = board.with_row(sdk.Row("Offered load"))
+    board = board.with_panel(
+        timeseries(
+            "Target vs achieved request rate",
+            "Target: sum over generator processes of m3bench_target_rate (open loop). Achieved: requests "
+            "finished per second (any status), per model.",
+            "reqps",
+            [
+                Q(f'sum({client.TARGET_RATE.name}{{run_id=~"$run"}})', "target"),
+                Q(f"sum by (model) ({rules.REQUESTS_RATE}{run_model()})", "achieved {{model}}"),
+            ],
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        timeseries(
+            "In-flight requests",
+            "Requests sent and not finished, per model; closed loop: the target number of streams.",
+            "short",
+            [
+                Q(f'sum by (model) ({client.INFLIGHT.name}{{run_id=~"$run",model=~"$model"}})', "{{model}}"),
+                Q(f'sum({client.CONCURRENCY.name}{{run_id=~"$run"}})', "target concurrency"),
+            ],
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        timeseries(
+            "Schedule lag p50 / p99 (open loop)",
+            f"{client.SCHEDULE_LAG.help} Above a few ms the generator, not the server, set the pace.",
+            "s",
+            [
+                Q(f'{rules.client_record(client.SCHEDULE_LAG, "p50", ("run_id",))}{{run_id=~"$run"}}', "p50"),
+                Q(f'{rules.client_record(client.SCHEDULE_LAG, "p99", ("run_id",))}{{run_id=~"$run"}}', "p99"),
+            ],
+            width=8,
+        )
+    )
+    board = board.with_row(sdk.Row("Latency (client side)"))
+    board = board.with_panel(_p50_p99(client.TTFT, "TTFT", "time to first token"))
+    board = board.with_panel(_p50_p99(client.ITL, "ITL", "inter-token latency"))
+    board = board.with_panel(_p50_p99(client.E2E, "E2E", "end-to-end latency"))
+    board = board.with_panel(_p50_p99(client.TPOT, "TPOT", "time per output token"))
+    board = board.with_panel(
+        timeseries(
+            "TTFT p50: client vs server",
+            "The same requests timed twice: by the generator (send -> first token arrival) and by the vLLM "
+            "engine (arrival -> first token out). The gap is network, HTTP proxy, routing and queueing "
+            "outside the engine.",
+            "s",
+            [
+                Q(f"{rules.client_record(client.TTFT, 'p50')}{run_model()}", "client {{model}}"),
+                Q(f'{rules.server_record(server.TTFT, "p50")}{{model=~"$model"}}', "server {{model}}"),
+            ],
+            width=16,
+        )
+    )
+    board = board.with_row(sdk.Row("Throughput and errors"))
+    board = board.with_panel(
+        timeseries(
+            "Throughput and goodput",
+            "Finished requests/s and goodput (ok requests meeting every SLO, lower bound from histograms).",
+            "reqps",
+            [
+                Q(f"{rules.REQUESTS_RATE}{run_model()}", "requests {{model}}"),
+                Q(f"{rules.GOODPUT_RATE}{run_model()}", "goodput {{model}}"),
+            ],
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        timeseries(
+            "Output tokens/s: client vs server",
+            "Client: usage.completion_tokens of finished requests; server: tokens the engines generated.",
+            "short",
+            [
+                Q(f"{rules.OUTPUT_TOKENS_RATE}{run_model()}", "client {{model}}"),
+                Q(f'{rules.SERVER_OUTPUT_TOKENS_RATE}{{model=~"$model"}}', "server {{model}}"),
+            ],
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        timeseries(
+            "Requests by status",
+            f"{client.REQUESTS.help} Finished requests/s per status.",
+            "reqps",
+            [Q(f"sum by (status) ({rules.REQUESTS_BY_STATUS_RATE}{run_model()})", "{{status}}")],
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        timeseries(
+            "Error ratio",
+            "Requests with a status other than ok / all finished requests, per model.",
+            "percentunit",
+            [Q(f"{rules.ERROR_RATIO}{run_model()}", "{{model}}")],
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        timeseries(
+            "Load generator CPU",
+            "CPU seconds per second of each generator process (master and workers); near 1 = saturated.",
+            "short",
+            [
+                Q(
+                    f'sum by (instance) (rate(process_cpu_seconds_total{{job="{LOADGEN_JOB}",run_id=~"$run"}}'
+                    "[$__rate_interval]))",
+                    "{{instance}}",
+                )
+            ],
+            width=8,
+        )
+    )
+    return board.with_panel(
+        timeseries(
+            "Generator event-loop lag p99",
+            f"{client.LOOP_LAG.help} Above 20 ms the run's latencies are suspect.",
+            "s",
+            [Q(f'{rules.client_record(client.LOOP_LAG, "p99", ("run_id",))}{{run_id=~"$run"}}', "p99")],
+            width=8,
+        )
+    )
