@@ -3,6 +3,7 @@ family and variant, cached by a content hash of everything that decides their by
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -47,16 +48,33 @@ def default_cache_dir() -> Path:
     return base / "models"
 
 
+def _task_set_sources() -> list[Path]:
+    """The task-set modules that make the training examples: what ``benchmark.tasks.builder`` imports,
+    transitively (statically, from the source), so a new exporter or CLI command does not retrain."""
+    root = Path(__file__).resolve().parents[2]
+    todo, seen = ["benchmark.tasks.builder"], set()
+    while todo:
+        name = todo.pop()
+        path = root.joinpath(*name.split(".")).with_suffix(".py")
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("benchmark."):
+                todo.append(node.module)
+    return [root.joinpath(*n.split(".")).with_suffix(".py") for n in sorted(seen)]
+
+
 def _build_key(family: ModelFamily) -> str:
     """Hash of every input that decides the model's bytes: this package's and the INT4 packer's
-    source, the spec, the tokenizer corpus and the library versions that write the files."""
+    source, the task-set code that makes the training examples, the spec, the tokenizer corpus (which
+    holds the training problems' text in every language) and the library versions that write the files."""
     h = hashlib.sha256()
     here = Path(__file__).parent
-    tasks = here.parent.parent / "benchmark" / "tasks"  # the training data: the task set's code and text
-    sources = [*here.glob("*.py"), here.parent / "int4" / "pack.py"]
-    sources += [p for p in tasks.rglob("*") if p.is_file() and p.suffix in {".py", ".json", ".jsonl", ".txt"}]
+    root = here.parent.parent
+    sources = [*here.glob("*.py"), here.parent / "int4" / "pack.py", *_task_set_sources()]
     for src in sorted(sources):
-        h.update(src.as_posix().removeprefix(tasks.parent.parent.as_posix()).encode() + b"\0")
+        h.update(src.resolve().relative_to(root.resolve()).as_posix().encode() + b"\0")
         h.update(src.read_bytes())
     h.update(repr((family, SEED, VOCAB_SIZE)).encode())
     h.update(tokenizer_mod.corpus_fingerprint())
