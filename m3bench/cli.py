@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks": ("benchmark.tasks.cli:app", "Build, inspect, validate and export task sets."),
     "grade": ("benchmark.grading.cli:grade", "Grade a file of answers offline (pass@k per language)."),
     "load": ("loadgen.cli:app", "Run load tests against an OpenAI-compatible endpoint."),
+    "trace": ("loadgen.traces.cli:app", "Arrival traces: synthesize a day, inspect a trace file."),
     "dashboards": ("observability.cli:app", "Rules, dashboards, local Prometheus."),
     "serve": ("serving.cli:app", "Serve a model catalog on vLLM + Ray Serve."),
     "convert": ("serving.convert.cli:app", "Convert published quantized checkpoints for vLLM."),
