@@ -77,10 +77,43 @@ def build(
         typer.echo(f"{code}: {count} problems")
     for skipped in report.skipped:
         typer.echo(f"skipped translation: {skipped}")
+    findings = _translation_findings(options)
+    for finding in findings:
+        typer.echo(f"translation check: {finding}")
     typer.echo(
         f"{report.records} records, {report.rendered} images rendered, {report.reused} reused from cache, "
-        f"{len(report.skipped)} translation entries skipped, {elapsed:.1f} s -> {tasks_file(out)}"
+        f"{len(report.skipped)} translation entries skipped, {len(findings)} translation check finding(s), "
+        f"{elapsed:.1f} s -> {tasks_file(out)}"
     )
+
+
+def _translation_findings(options: BuildOptions) -> list[str]:
+    """The translation checks' findings for the languages built (docs/tasks.md: what they check)."""
+    from benchmark.tasks.loaders.humaneval import read_problems
+    from benchmark.tasks.translation_checks import check_translations
+
+    prompts = {problem.task_id: problem.prompt for problem in read_problems(options.humaneval_path)}
+    report = check_translations(prompts, options.translations_dir, options.languages)
+    return [str(finding) for finding in report.findings]
+
+
+@app.command("check-translations")
+def check_translations_command(
+    translations: Annotated[Path | None, typer.Option(help="Directory of <lang>.json translations.")] = None,
+    languages: Annotated[str, typer.Option(help="Comma-separated BCP-47 codes.")] = ",".join(LANGUAGES),
+) -> None:
+    """Check every translated entry against the English (code lines, placeholders, script, length)."""
+    from benchmark.tasks.loaders.humaneval import read_problems
+    from benchmark.tasks.translation_checks import check_translations
+
+    prompts = {problem.task_id: problem.prompt for problem in read_problems()}
+    report = check_translations(prompts, translations or TRANSLATIONS_DIR, _languages(languages))
+    for finding in report.findings:
+        typer.echo(str(finding), err=True)
+    counts = ", ".join(f"{code}={count}" for code, count in report.entries.items())
+    if report.findings:
+        raise _fail(f"{len(report.findings)} finding(s) in {sum(report.entries.values())} entries ({counts})")
+    typer.echo(f"ok: {sum(report.entries.values())} entries ({counts})")
 
 
 @app.command("import")
