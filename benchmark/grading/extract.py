@@ -2,9 +2,12 @@
 
 Rules, in order:
 
-1. Fenced blocks (```python, ```py, ``` with no tag; an unterminated last fence counts, as when the model
-   ran out of tokens). The last block that defines the entry point wins; if none does, the blocks are
-   joined. No fence: the whole answer is the code.
+1. Fenced blocks (```python, ```Python, ```py, ```python3, ``` with no tag, ~~~; text after the tag is
+   ignored; an unterminated last fence counts, as when the model ran out of tokens). A fence inside a
+   Markdown container (a list item, a block quote ``> ``) has its content taken relative to the fence, as
+   CommonMark does: the quote markers and up to the fence's own indentation are removed from every line.
+   A ```markdown block is searched for fences inside it. The last block that defines the entry point
+   wins; if none does, the blocks are joined. No fence: the whole answer is the code.
 2. When the code parses, only top-level imports, function and class definitions, assignments and
    ``try`` blocks are kept: example calls, prints and ``if __name__ == "__main__":`` demos are dropped
    so that they neither run nor fail the grade.
@@ -17,11 +20,19 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from dataclasses import dataclass
 
 MAX_ANSWER_CHARS = 1_000_000
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+.#-]*)[^\n]*\n", re.MULTILINE)
-_CODE_TAGS = {"", "python", "py", "python3", "py3", "python 3"}
+# container prefix (block quote markers, indentation, a list marker), then the fence, the tag, the rest
+_FENCE = re.compile(
+    r"^(?P<prefix>(?:[ \t]*>)*[ \t]*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?)(?P<fence>`{3,}|~{3,})[ \t]*"
+    r"(?P<tag>[\w+.#-]*)[^\n]*\n",
+    re.MULTILINE,
+)
+_QUOTE_MARKERS = re.compile(r"^(?:[ \t]*>[ ]?)+")
+_CODE_TAG = re.compile(r"^(?:python|py)[\d.]*$|^$")
+_NESTING_TAGS = {"markdown", "md"}
 _KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
          ast.AnnAssign, ast.Try)  # fmt: skip
 
@@ -40,15 +51,40 @@ def fenced_blocks(answer: str) -> list[str]:
         opening = _FENCE.search(answer, position)
         if opening is None:
             return blocks
-        fence, tag = opening.group(1), opening.group(2).lower()
-        closing = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE)
+        fence, tag, prefix = opening.group("fence"), opening.group("tag").lower(), opening.group("prefix")
+        quotes = prefix.count(">")
+        closing = re.compile(
+            rf"^(?:[ \t]*>){{0,{quotes}}}[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE
+        )
         end = closing.search(answer, opening.end())
         body = answer[opening.end() : end.start() if end else len(answer)]
-        if tag in _CODE_TAGS:
-            blocks.append(body)
+        content = _relative_to_fence(body, prefix, quotes)
+        if tag in _NESTING_TAGS:
+            blocks += fenced_blocks(content)
+        elif _CODE_TAG.match(tag):
+            blocks.append(content)
         if end is None:
             return blocks
         position = end.end()
+
+
+def _relative_to_fence(body: str, prefix: str, quotes: int) -> str:
+    """The block's lines without the container's quote markers and up to the fence's indentation."""
+    if quotes:
+        inner = _QUOTE_MARKERS.sub("", prefix)
+        strip_quotes = re.compile(rf"^(?:[ \t]*>[ ]?){{0,{quotes}}}")
+    else:
+        inner, strip_quotes = prefix, None
+    width = len(inner.expandtabs(4))
+    if not width and strip_quotes is None:
+        return body
+    lines = []
+    for raw in body.splitlines(keepends=True):
+        line = strip_quotes.sub("", raw, count=1) if strip_quotes is not None else raw
+        text = line.lstrip(" \t")
+        indent = line[: len(line) - len(text)].expandtabs(4)  # tabs only in the indentation
+        lines.append(indent[min(width, len(indent)) :] + text)
+    return "".join(lines)
 
 
 def _defines(code: str, entry_point: str) -> bool:
@@ -88,6 +124,8 @@ def extract_program(answer: str, entry_point: str | None, prelude: str | None) -
             return Extracted(program=prelude.rstrip("\n") + "\n" + code, how=how + ", completing the prompt")
         if not blocks and not _parses(code):
             return None  # prose without a fence and without the function: no code at all
+    if not _parses(code) and _parses(textwrap.dedent(code)):
+        code, how = textwrap.dedent(code), how + ", dedented"
     return Extracted(program=_keep_definitions(code), how=how)
 
 

@@ -47,6 +47,81 @@ def test_no_code_at_all() -> None:
     assert extract_program("```python\n```", "add", PRELUDE) is None
 
 
+SOLUTION = "def add(a, b):\n    if a:\n        return a + b\n    return b\n"
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "".join(prefix + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # the issue's answer: a list item, then an indented ```Python fence with indented code
+        "Steps:\n\n1. Handle the empty case.\n2. Here is the function:\n\n   ```Python\n"
+        + _indent(SOLUTION, "   ")
+        + "   ```\n\n3. Done.\n",
+        "- Solution:\n    ```python\n" + _indent(SOLUTION, "    ") + "    ```\n",  # 4-space list indent
+        "* ```python\n" + _indent(SOLUTION, "  ") + "  ```\n",  # fence right after the list marker
+        "1. ```py\n" + _indent(SOLUTION, "   ") + "   ```\n",
+        "> Here it is:\n>\n> ```python\n" + _indent(SOLUTION, "> ") + "> ```\n",  # block quote
+        "> - quoted list item\n>   ```python\n" + _indent(SOLUTION, ">   ") + ">   ```\n",
+        "~~~python\n" + SOLUTION + "~~~\n",
+        "~~~~ Python\n" + SOLUTION + "~~~~\n",
+        "```python title=solution.py\n" + SOLUTION + "```\n",  # trailing text after the tag
+        "```python3\n" + SOLUTION + "```\n",
+        "```py3 {linenos}\n" + SOLUTION + "```\n",
+        "````markdown\nThe answer:\n```python\n" + SOLUTION + "```\n````\n",  # nested fences
+        "````python\n" + SOLUTION + "# a fence in a comment: ```\n````\n",  # a longer fence keeps ```
+        "<think>\nMaybe:\n```python\ndef add(a, b):\n    return 0\n```\nNo, wrong.\n</think>\n"
+        "```python\n" + SOLUTION + "```",  # reasoning draft, then the final block wins
+        "Sure!\r\n```python\r\n" + SOLUTION.replace("\n", "\r\n") + "```\r\n",  # CRLF
+        "```\n" + SOLUTION + "\n\nprint(add(1, 2))\n```\nOutput: 3\n```text\n3\n```\n",
+        "```python\n    " + SOLUTION.replace("\n", "\n    ").rstrip() + "\n```\n",  # whole block indented
+        "```python\n" + SOLUTION,  # ran out of tokens before the closing fence
+    ],
+)
+def test_honest_answer_formats_give_the_function_unindented(answer: str) -> None:
+    extracted = extract_program(answer, "add", PRELUDE)
+    assert extracted is not None
+    assert extracted.program.startswith("def add(a, b):\n    if a:\n        return a + b\n"), extracted
+    namespace: dict[str, object] = {}
+    exec(compile(extracted.program, "<answer>", "exec"), namespace)  # our own test strings, not answers
+    add = namespace["add"]
+    assert callable(add)
+    assert add(2, 3) == 5
+    assert add(0, 3) == 3
+
+
+def test_list_item_indentation_is_removed_only_up_to_the_fence() -> None:
+    # code less indented than its fence (sloppy but seen): what indentation there is, is removed
+    answer = "1. Code:\n\n    ```python\n  def add(a, b):\n      return a + b\n    ```\n"
+    assert fenced_blocks(answer) == ["def add(a, b):\n  return a + b\n"]
+    # tabs in a string literal are content, not indentation
+    answer = "- x\n  ```python\n  s = 'a\tb'\n  ```\n"
+    assert fenced_blocks(answer) == ["s = 'a\tb'\n"]
+
+
+def test_other_languages_inside_quotes_and_lists_are_skipped() -> None:
+    answer = "> ```js\n> let x = 1\n> ```\n- ```bash\n  ls\n  ```\n```python\ny = 2\n```\n"
+    assert fenced_blocks(answer) == ["y = 2\n"]
+
+
+def test_list_item_answer_grades_pass() -> None:
+    from benchmark.tasks.loaders.humaneval import read_problems, to_record
+
+    problem = next(p for p in read_problems() if p.task_id == "HumanEval/2")
+    record = to_record(problem)
+    assert record.canonical_solution is not None
+    answer = (
+        "Here is my approach:\n\n1. Take the fractional part.\n\n   ```Python\n"
+        + _indent(record.canonical_solution, "   ")
+        + "   ```\n"
+    )
+    result = grade(record, answer)
+    assert result.verdict == "pass", result.detail
+
+
 @pytest.mark.parametrize(
     "value",
     [None, True, 0, -(10**30), 1.5, math.inf, "é\u0000x", b"\x00\xff", 1 + 2j, [1, (2, 3)], {"a": [1]},
