@@ -46,6 +46,10 @@ __all__ = [
 DEFAULT_BINARY = "/usr/bin/prometheus"
 DEFAULT_RAY_TEMP_DIR = Path("/tmp/ray")  # noqa: S108 - Ray's own default
 RAY_SD_FILE = "prom_metrics_service_discovery.json"  # ray._private.ray_constants
+# HAProxy's exporter in Ray Serve's HAProxy mode (the port Ray configures, RAY_SERVE_HAPROXY_METRICS_PORT):
+# `m3bench serve up` writes this file_sd list beside Ray's (serving.stack.stack.HAPROXY_SD_FILE).
+HAPROXY_SD_FILE = "m3bench_haproxy_sd.json"
+JOB_HAPROXY = "haproxy"
 LOADGEN_SD_PATTERN = "loadgen*.json"
 JOB_RAY = "ray"
 JOB_PROMETHEUS = "prometheus"
@@ -91,6 +95,12 @@ class PrometheusConfig(BaseModel):
                 "job_name": JOB_RAY,
                 "file_sd_configs": [
                     {"files": [str(self.ray_temp_dir / RAY_SD_FILE)], "refresh_interval": "5s"}
+                ],
+            },
+            {
+                "job_name": JOB_HAPROXY,
+                "file_sd_configs": [
+                    {"files": [str(self.ray_temp_dir / HAPROXY_SD_FILE)], "refresh_interval": "5s"}
                 ],
             },
             {

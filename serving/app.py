@@ -34,6 +34,32 @@ class ResolvedModel:
     source: ResolvedSource
 
 
+@dataclass(frozen=True)
+class LLMApp:
+    """One Serve application of the catalog's models."""
+
+    name: str
+    route_prefix: str
+    model_ids: list[str]
+
+    def url(self, endpoint: str) -> str:
+        """The OpenAI base URL of this application's models."""
+        return endpoint if self.route_prefix == "/" else endpoint + self.route_prefix
+
+
+def llm_apps(catalog: Catalog) -> list[LLMApp]:
+    """The applications that serve the catalog's models (see the module's docstring)."""
+    ids = [m.id for m in catalog.models]
+    if not catalog.direct_streaming or len(ids) == 1:
+        return [LLMApp(APP_NAME, "/", ids)]
+    return [LLMApp(f"{APP_NAME}-{i}", f"/{i}", [i]) for i in ids]
+
+
+def model_endpoints(catalog: Catalog, endpoint: str) -> dict[str, str]:
+    """Each model's OpenAI base URL (``<url>/v1/chat/completions``)."""
+    return {i: app.url(endpoint) for app in llm_apps(catalog) for i in app.model_ids}
+
+
 def resolve_models(catalog: Catalog, base_dir: Path | None, build: bool = True) -> list[ResolvedModel]:
     """Every entry's source, checked (and the embedded models built when ``build``)."""
     return [ResolvedModel(e, resolve_source(e, base_dir, build)) for e in catalog.models]
@@ -84,7 +110,9 @@ def engine_arguments(catalog: Catalog, model: ResolvedModel) -> dict[str, Any]:
 
 
 def build_llm_app(catalog: Catalog, models: list[ResolvedModel]) -> Any:
-    """The OpenAI-compatible application hosting every model (a ``ray.serve`` Application)."""
+    """The OpenAI-compatible application hosting ``models`` (a ``ray.serve`` Application). Under
+    direct streaming Ray decides from ``RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING`` in this process
+    (:func:`serving.mode.apply_to_process`), and ``models`` must be one model."""
     from ray.serve.llm import LLMConfig, build_openai_app
 
     configs = [LLMConfig(**llm_config_dict(catalog, m)) for m in models]
@@ -129,9 +157,14 @@ def server_info(
     ray_address: str,
     engine_args: dict[str, dict[str, Any]],
     git_sha: str | None = None,
+    mode_env: dict[str, str] | None = None,
+    haproxy_metrics: str | None = None,
 ) -> dict[str, Any]:
-    """The self-description served at ``/m3bench/info`` and written beside the stack's state."""
+    """The self-description served at ``/m3bench/info`` and written beside the stack's state.
+    ``serving_mode.label`` names the mode in words (for report headers)."""
     digest = hashlib.sha256(catalog_file.read_bytes()).hexdigest() if catalog_file else None
+    endpoints = model_endpoints(catalog, endpoint)
+    apps = {i: app.name for app in llm_apps(catalog) for i in app.model_ids}
     return {
         "schema": INFO_SCHEMA,
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -141,9 +174,19 @@ def server_info(
         "catalog_sha256": digest,
         "catalog": catalog.model_dump(mode="json"),
         "stream_batching_interval_ms": catalog.stream_batching_interval_ms,
+        "serving_mode": {
+            "label": catalog.serving_mode,
+            "ingress": catalog.ingress,
+            "direct_streaming": catalog.direct_streaming,
+            "stream_batching_interval_ms": catalog.stream_batching_interval_ms,
+            "env": dict(mode_env or {}),
+            "haproxy_metrics": haproxy_metrics,
+        },
         "models": [
             {
                 "id": m.entry.id,
+                "endpoint": endpoints[m.entry.id],
+                "app": apps[m.entry.id],
                 "source_kind": m.source.kind,
                 "source": m.source.location,
                 "quantization": m.entry.quantization,

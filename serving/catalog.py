@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Quantization = Literal["awq", "gptq", "compressed-tensors", "none"]
+Ingress = Literal["proxy", "haproxy"]
 SourceKind = Literal["local", "embedded", "hub"]
 
 EMBEDDED_PREFIX = "embedded:"
@@ -155,9 +156,26 @@ class ModelEntry(_Strict):
         return kwargs
 
 
+# Ids a model may not take when direct streaming gives each model its own application and route
+# prefix (they would meet the info application or the OpenAI paths).
+RESERVED_MODEL_IDS = frozenset({"m3bench", "info", "v1"})
+
+
 class Catalog(_Strict):
     name: str
     description: str = ""
+    ingress: Ingress = Field(
+        default="proxy",
+        description="What receives HTTP: `haproxy` (Ray's high-throughput mode: HAProxy in front, "
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED) or `proxy` (Ray Serve's Python HTTP proxy). Unset: `proxy`, "
+        "Ray Serve LLM's classic path; the shipped catalogs name their mode.",
+    )
+    direct_streaming: bool = Field(
+        default=False,
+        description="Each model's LLMServer is its own ingress and streams vLLM's HTTP responses "
+        "straight through (RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING); needs `ingress: haproxy`. One "
+        "application per model, each under its own route prefix when the catalog serves several.",
+    )
     stream_batching_interval_ms: float = Field(
         ge=0,
         description="How long Ray Serve LLM gathers streamed chunks before sending them (0: every chunk "
@@ -173,6 +191,23 @@ class Catalog(_Strict):
                 raise ValueError(f"model id {entry.id!r} appears twice")
             seen.add(entry.id)
         return self
+
+    @model_validator(mode="after")
+    def _mode_consistent(self) -> Catalog:
+        if self.direct_streaming and self.ingress != "haproxy":
+            raise ValueError("direct_streaming needs ingress: haproxy (Ray routes it through HAProxy)")
+        if self.direct_streaming:
+            clash = sorted(RESERVED_MODEL_IDS & {m.id for m in self.models})
+            if clash:
+                raise ValueError(f"model id {clash[0]!r} is a reserved route prefix under direct_streaming")
+        return self
+
+    @property
+    def serving_mode(self) -> str:
+        """The mode in words, e.g. ``haproxy+direct-streaming`` or ``proxy, 0 ms batching``."""
+        if self.direct_streaming:
+            return f"{self.ingress}+direct-streaming"
+        return f"{self.ingress}, {self.stream_batching_interval_ms:g} ms batching"
 
     def select(self, ids: list[str] | None) -> Catalog:
         """The catalog restricted to ``ids`` (in catalog order); all of it when ``ids`` is empty."""

@@ -129,7 +129,9 @@ def status(
     state_dir: StateOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the state and health as JSON.")] = False,
 ) -> None:
-    """Show the stack ``up`` started: endpoint, models, cluster, health. Exit 1 when none is up."""
+    """Show the stack ``up`` started: endpoint, cluster, per model the replicas running and wanted.
+    Exit 1 when none is up, or when any model has no replica running. Removes the /dev/shm segments
+    that dead engines of this stack left (serving/stack/shm.py)."""
     from serving.stack import StackState, StateError, default_state_dir
     from serving.stack.health import health
 
@@ -142,6 +144,14 @@ def status(
         err.print(f"no stack is up (no state in {where})")
         raise typer.Exit(1)
     report = health(state)
+    if state.started_cluster and state.cluster is not None:
+        from serving.stack.cluster import LocalRayCluster
+        from serving.stack.shm import remember, remove_orphans
+
+        remember(where, [p.pid for p in LocalRayCluster.from_state(state.cluster).processes()])
+        report["shm_removed"] = removed = remove_orphans(where)
+        if removed:
+            err.print(f"removed {len(removed)} shared-memory segments that dead engines of this stack left")
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -156,6 +166,9 @@ def _print_status(report: dict[str, Any]) -> None:
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     for name, deployment in sorted(report.get("deployments", {}).items()):
         table.add_row(name, deployment)
+    for model, seen in sorted(report.get("replicas", {}).items()):
+        if seen.get("deployment") is None:
+            table.add_row(model, "not deployed")
     if report.get("problem"):
         table.add_row("problem", str(report["problem"]))
     Console().print(table)
@@ -204,6 +217,24 @@ def check(catalog: CatalogOpt, only: OnlyOpt = None) -> None:
         _fail(str(e))
     for model in models:
         print(f"{model.entry.id}: {model.source.kind} {model.source.location}")
+
+
+@app.command("env")
+def env_command(catalog: CatalogOpt) -> None:
+    """Print the catalog's serving mode as `export` lines, for the `ray start` of a cluster that
+    `serve up --address` deploys into (MAXCONN sized from this machine's descriptor limit)."""
+    from serving.catalog import CatalogError, load_catalog
+    from serving.mode import ModeError, fd_limit, haproxy_maxconn, mode_env
+
+    try:
+        loaded = load_catalog(catalog)
+        maxconn = haproxy_maxconn(fd_limit()) if loaded.ingress == "haproxy" else None
+        pairs = mode_env(loaded, maxconn=maxconn)
+    except (CatalogError, ModeError) as e:
+        _fail(str(e))
+    err.print(f"serving mode: {loaded.serving_mode}")
+    for key, value in pairs.items():
+        print(f"export {key}={value}")
 
 
 @app.command()

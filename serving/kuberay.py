@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from serving.app import APP_NAME, ResolvedModel, llm_config_dict
+from serving.app import ResolvedModel, llm_apps, llm_config_dict
 from serving.catalog import Catalog, ModelEntry, ResolvedSource
+from serving.mode import KUBERAY_MAXCONN, mode_env
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "rayservice-crd-schema.yaml"
 DEFAULT_IMAGE = "rayproject/ray-llm:2.60.0-py311-cu128"
@@ -28,6 +29,7 @@ MODELS_MOUNT = "/models"
 MODELS_PVC = "m3bench-models"
 SERVE_PORT = 8000
 METRICS_PORT = 8080
+HAPROXY_METRICS_PORT = 9101  # Ray's default, set explicitly: Prometheus scrapes it on the head
 CPUS_PER_GPU = 8
 MEMORY_PER_GPU_GI = 96
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -50,11 +52,22 @@ def _source(entry: ModelEntry) -> ResolvedSource:
     return ResolvedSource("hub", source)
 
 
-def _container(name: str, image: str, resources: dict[str, Any], ports: dict[str, int]) -> dict[str, Any]:
+def pod_env(catalog: Catalog) -> dict[str, str]:
+    """The serving mode's variables, the same on the head and every worker (Ray reads them in the
+    controller, HAProxy's manager, the process that builds the application and the replicas)."""
+    env = mode_env(catalog, maxconn=KUBERAY_MAXCONN if catalog.ingress == "haproxy" else None)
+    if catalog.ingress == "haproxy":
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(HAPROXY_METRICS_PORT)
+    return {"M3BENCH_MODELS": MODELS_MOUNT, **env}
+
+
+def _container(
+    name: str, image: str, resources: dict[str, Any], ports: dict[str, int], env: dict[str, str]
+) -> dict[str, Any]:
     return {
         "name": name,
         "image": image,
-        "env": [{"name": "M3BENCH_MODELS", "value": MODELS_MOUNT}],
+        "env": [{"name": key, "value": value} for key, value in env.items()],
         "ports": [{"containerPort": port, "name": port_name} for port_name, port in ports.items()],
         "resources": {"limits": dict(resources), "requests": dict(resources)},
         "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}],
@@ -98,7 +111,9 @@ def _worker_groups(catalog: Catalog, image: str) -> list[dict[str, Any]]:
                 "minReplicas": low,
                 "maxReplicas": max(high, pods),
                 "rayStartParams": {"metrics-export-port": str(METRICS_PORT)},
-                "template": _pod(_container("ray-worker", image, resources, {"metrics": METRICS_PORT})),
+                "template": _pod(
+                    _container("ray-worker", image, resources, {"metrics": METRICS_PORT}, pod_env(catalog))
+                ),
             }
         )
     return groups
@@ -106,16 +121,17 @@ def _worker_groups(catalog: Catalog, image: str) -> list[dict[str, Any]]:
 
 def serve_config(catalog: Catalog) -> dict[str, Any]:
     """The Serve config (what ``serve deploy`` reads) of the catalog's OpenAI application."""
-    configs = [llm_config_dict(catalog, ResolvedModel(m, _source(m))) for m in catalog.models]
+    configs = {m.id: llm_config_dict(catalog, ResolvedModel(m, _source(m))) for m in catalog.models}
     return {
         "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},  # noqa: S104 - the pod network
         "applications": [
             {
-                "name": APP_NAME,
-                "route_prefix": "/",
+                "name": app.name,
+                "route_prefix": app.route_prefix,
                 "import_path": "ray.serve.llm:build_openai_app",
-                "args": {"llm_configs": configs},
+                "args": {"llm_configs": [configs[i] for i in app.model_ids]},
             }
+            for app in llm_apps(catalog)
         ],
     }
 
@@ -133,7 +149,9 @@ def rayservice(
         "serve": SERVE_PORT,
         "metrics": METRICS_PORT,
     }
-    head = _container("ray-head", image, {"cpu": "4", "memory": "16Gi"}, head_ports)
+    if catalog.ingress == "haproxy":
+        head_ports["haproxy-metrics"] = HAPROXY_METRICS_PORT
+    head = _container("ray-head", image, {"cpu": "4", "memory": "16Gi"}, head_ports, pod_env(catalog))
     config_text = yaml.safe_dump(serve_config(catalog), sort_keys=False)
     return {
         "apiVersion": "ray.io/v1",
@@ -230,5 +248,6 @@ def render_manifest(
         f"# RayService CRD schema ({SCHEMA_FILE.parent.name}/{SCHEMA_FILE.name}). Models under\n"
         f"# ${{M3BENCH_MODELS}} come from the PersistentVolumeClaim {MODELS_PVC!r}, "
         f"mounted at {MODELS_MOUNT}.\n"
+        f"# Serving mode: {catalog.serving_mode} (env on the head and every worker).\n"
     )
     return header + yaml.dump(manifest, Dumper=_LiteralDumper, sort_keys=False, width=120)

@@ -89,6 +89,28 @@ SERVE_ERRORS = ServerMetric(
     "ray_serve_deployment_error_counter_total", "counter", "Requests that raised in a replica."
 )
 
+# HAProxy's Prometheus exporter (Ray Serve's HAProxy mode; Prometheus job "haproxy")
+HAPROXY_SESSIONS = ServerMetric(
+    "haproxy_frontend_current_sessions",
+    "gauge",
+    "Connections HAProxy holds open, per frontend (label proxy).",
+)
+HAPROXY_MAX_CONNECTIONS = ServerMetric(
+    "haproxy_process_max_connections", "gauge", "HAProxy's connection limit (RAY_SERVE_HAPROXY_MAXCONN)."
+)
+HAPROXY_BACKEND_REQUESTS = ServerMetric(
+    "haproxy_backend_http_requests_total", "counter", "HTTP requests HAProxy sent to a backend (a Serve app)."
+)
+HAPROXY_QUEUE = ServerMetric(
+    "haproxy_backend_current_queue", "gauge", "Requests waiting in HAProxy for a free replica slot."
+)
+HAPROXY_IDLE = ServerMetric(
+    "haproxy_process_idle_time_percent",
+    "gauge",
+    "Share of the last second HAProxy's threads waited.",
+    "percent",
+)
+
 ALL: tuple[ServerMetric, ...] = (
     TTFT,
     ITL,
@@ -112,4 +134,9 @@ ALL: tuple[ServerMetric, ...] = (
     SERVE_LATENCY_MS,
     SERVE_REQUESTS,
     SERVE_ERRORS,
+    HAPROXY_SESSIONS,
+    HAPROXY_MAX_CONNECTIONS,
+    HAPROXY_BACKEND_REQUESTS,
+    HAPROXY_QUEUE,
+    HAPROXY_IDLE,
 )

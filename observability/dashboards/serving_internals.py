@@ -167,12 +167,54 @@ def build() -> sdk.Dashboard:
             width=12,
         )
     )
-    return board.with_panel(
+    board = board.with_panel(
         timeseries(
             "Serve error ratio per model",
             "Requests that raised in an LLM replica / requests it processed.",
             "percentunit",
             [Q(f'{rules.SERVER_ERROR_RATIO}{{model=~"$model"}}', "{{model}}")],
             width=12,
+        )
+    )
+    return _haproxy_row(board)
+
+
+def _haproxy_row(board: sdk.Dashboard) -> sdk.Dashboard:
+    """HAProxy's own exporter in Ray Serve's HAProxy mode (empty panels on the Python proxy)."""
+    board = board.with_row(sdk.Row("HAProxy (ingress: haproxy)"))
+    board = board.with_panel(
+        timeseries(
+            "HAProxy connections",
+            f"{server.HAPROXY_SESSIONS.help} Limit: {server.HAPROXY_MAX_CONNECTIONS.help}",
+            "short",
+            [
+                Q(f"sum by (proxy) ({server.HAPROXY_SESSIONS.name})", "sessions {{proxy}}"),
+                Q(f"max({server.HAPROXY_MAX_CONNECTIONS.name})", "maxconn"),
+            ],
+            width=8,
+        )
+    )
+    board = board.with_panel(
+        timeseries(
+            "HAProxy requests/s and queue per backend",
+            f"Requests: {server.HAPROXY_BACKEND_REQUESTS.help} Queue: {server.HAPROXY_QUEUE.help}",
+            "short",
+            [
+                Q(
+                    f"sum by (proxy) (rate({server.HAPROXY_BACKEND_REQUESTS.name}[$__rate_interval]))",
+                    "req/s {{proxy}}",
+                ),
+                Q(f"sum by (proxy) ({server.HAPROXY_QUEUE.name})", "queued {{proxy}}"),
+            ],
+            width=8,
+        )
+    )
+    return board.with_panel(
+        timeseries(
+            "HAProxy busy share",
+            f"100 - idle: {server.HAPROXY_IDLE.help} Near 100 % HAProxy itself limits the ingress.",
+            "percent",
+            [Q(f"100 - avg({server.HAPROXY_IDLE.name})", "busy")],
+            width=8,
         )
     )

@@ -2,7 +2,10 @@
 clusters on one machine (two engineers, or a test beside a demo) never meet.
 
 Node ``i`` (0 is the head) owns ``base + 20*i .. base + 20*i + 19`` for its named ports and
-``base + 200 + 100*i .. + 99`` for its worker processes. The Serve HTTP port is separate.
+``base + 200 + 100*i .. + 99`` for its worker processes. The Serve HTTP port is separate. Ray's
+HAProxy mode adds the head's HAProxy exporter and stats ports, the Python proxy's fallback ports and
+the replicas' direct-ingress ports, all in ``base + 151 .. base + 199`` (the block stays below
+``base + 1000``, so plans 1000 apart never share a port).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ WORKER_PORTS_PER_NODE = 100
 MAX_NODES = 8
 DEFAULT_PORT_BASE = 26300
 DEFAULT_HTTP_PORT = 8000
+HAPROXY_OFFSET = 151  # exporter, stats, fallback HTTP, fallback gRPC
+DIRECT_INGRESS_OFFSET = 160  # 20 HTTP ports, then 20 gRPC ports
+DIRECT_INGRESS_PORTS = 20
 
 
 class PortInUseError(RuntimeError):
@@ -91,6 +97,50 @@ class PortPlan:
         workers = self.base + WORKER_BASE_OFFSET + WORKER_PORTS_PER_NODE * index
         return NodePorts(first, first + 1, first + 2, first + 3, first + 4, first + 5, workers, workers + 99)
 
+    @property
+    def haproxy_metrics(self) -> int:
+        """HAProxy's Prometheus exporter (``RAY_SERVE_HAPROXY_METRICS_PORT``, ``/metrics``)."""
+        return self.base + HAPROXY_OFFSET
+
+    @property
+    def haproxy_stats(self) -> int:
+        return self.base + HAPROXY_OFFSET + 1
+
+    @property
+    def fallback_proxy_http(self) -> int:
+        """Where Ray's Python proxy listens while HAProxy holds the Serve HTTP port."""
+        return self.base + HAPROXY_OFFSET + 2
+
+    @property
+    def fallback_proxy_grpc(self) -> int:
+        return self.base + HAPROXY_OFFSET + 3
+
+    @property
+    def direct_ingress_http(self) -> tuple[int, int]:
+        """First and last port of the replicas' own HTTP listeners under HAProxy."""
+        first = self.base + DIRECT_INGRESS_OFFSET
+        return first, first + DIRECT_INGRESS_PORTS - 1
+
+    @property
+    def direct_ingress_grpc(self) -> tuple[int, int]:
+        first = self.base + DIRECT_INGRESS_OFFSET + DIRECT_INGRESS_PORTS
+        return first, first + DIRECT_INGRESS_PORTS - 1
+
+    def haproxy_env(self) -> dict[str, str]:
+        """Ray's variables that put HAProxy mode's ports inside this plan."""
+        http_low, http_high = self.direct_ingress_http
+        grpc_low, grpc_high = self.direct_ingress_grpc
+        return {
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(self.haproxy_metrics),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(self.haproxy_stats),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(self.fallback_proxy_http),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(self.fallback_proxy_grpc),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_low),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_high),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_low),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_high),
+        }
+
     def head_args(self) -> list[str]:
         return [
             f"--port={self.gcs}",
@@ -102,6 +152,10 @@ class PortPlan:
         """Every fixed port of a cluster of ``nodes`` nodes (worker ranges excluded), by purpose."""
         ports = {"Serve HTTP": self.http, "Ray GCS": self.gcs, "Ray dashboard": self.dashboard}
         ports["Ray client server"] = self.client_server
+        ports["HAProxy exporter"] = self.haproxy_metrics
+        ports["HAProxy stats"] = self.haproxy_stats
+        ports["Serve fallback proxy HTTP"] = self.fallback_proxy_http
+        ports["Serve fallback proxy gRPC"] = self.fallback_proxy_grpc
         for i in range(nodes):
             where = "head" if i == 0 else f"node {i}"
             ports.update({f"{where} {k}": v for k, v in self.node(i).named().items()})
@@ -137,6 +191,12 @@ class PortPlan:
         if self.http in own:
             raise ValueError(
                 f"HTTP port {self.http} is also this stack's {own[self.http]} port (port base {self.base})"
+            )
+        low, high = self.direct_ingress_http[0], self.direct_ingress_grpc[1]
+        if low <= self.http <= high:
+            raise ValueError(
+                f"HTTP port {self.http} lies in this stack's direct-ingress ports {low}-{high} "
+                f"(port base {self.base})"
             )
         for i in range(nodes):
             node = self.node(i)

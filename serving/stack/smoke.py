@@ -63,14 +63,16 @@ def chat_body(model: str, image_url: str | None, max_tokens: int, text: str = SM
 
 
 def stream_chat(endpoint: str, body: dict[str, Any], timeout_s: float = 120.0) -> StreamResult:
-    """POST ``/v1/chat/completions`` and read the SSE stream; errors are returned, never raised."""
+    """POST ``<endpoint>/v1/chat/completions`` (the endpoint may carry a path: a model's route prefix)
+    and read the SSE stream; errors are returned, never raised."""
     url = urllib.parse.urlsplit(endpoint)
     result = StreamResult()
     payload = json.dumps(body).encode()
     connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=timeout_s)
     start = time.perf_counter()
     try:
-        connection.request("POST", "/v1/chat/completions", payload, {"Content-Type": "application/json"})
+        path = url.path.rstrip("/") + "/v1/chat/completions"  # a model's own route prefix, if any
+        connection.request("POST", path, payload, {"Content-Type": "application/json"})
         response = connection.getresponse()
         result.status = response.status
         if response.status != 200:

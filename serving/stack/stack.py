@@ -24,7 +24,6 @@ from types import TracebackType
 from typing import Any
 
 from serving.app import (
-    APP_NAME,
     INFO_APP_NAME,
     INFO_PATH,
     INFO_ROUTE_PREFIX,
@@ -32,17 +31,24 @@ from serving.app import (
     build_info_app,
     build_llm_app,
     engine_arguments,
+    llm_apps,
+    model_endpoints,
     resolve_models,
     server_info,
 )
 from serving.catalog import Catalog, CatalogError, load_catalog
+from serving.mode import ModeError, apply_to_process, local_env, mode_env
 from serving.stack.cluster import LocalRayCluster, NodeSpec
 from serving.stack.ports import PortPlan
+from serving.stack.shm import remember, remove_orphans
 from serving.stack.smoke import chat_body, image_data_url, stream_chat
 from serving.stack.state import StackState, default_state_dir, write_info
 
 Progress = Callable[[str], None]
 POLL_S = 2.0
+# A Prometheus file_sd list of HAProxy's exporter beside Ray's own list in the cluster's temp dir
+# (observability.prometheus scrapes both; the name is repeated there, which imports nothing of this).
+HAPROXY_SD_FILE = "m3bench_haproxy_sd.json"
 
 
 class ServeError(RuntimeError):
@@ -89,12 +95,20 @@ class ServeStack:
         self.say: Progress = progress or (lambda _m: None)
         self.state: StackState | None = None
         self.info: dict[str, Any] = {}
+        self.mode_env: dict[str, str] = {}
 
     @property
     def endpoint(self) -> str:
         if self.state is None:
             raise ServeError("the stack is not up")
         return self.state.endpoint
+
+    def endpoint_for(self, model: str) -> str:
+        """The OpenAI base URL of ``model``: the endpoint, or ``<endpoint>/<id>`` when direct streaming
+        gives each of several models its own application."""
+        if self.state is None:
+            raise ServeError("the stack is not up")
+        return self.state.model_endpoints.get(model, self.state.endpoint)
 
     def __enter__(self) -> ServeStack:
         self.up()
@@ -118,6 +132,8 @@ class ServeStack:
             self.config.ports.check_free(self.config.nodes)
         base_dir = self.catalog_file.parent if self.catalog_file else None
         self.say(f"checking catalog {self.catalog.name!r} ({len(self.catalog.models)} models)")
+        resolve_models(self.catalog, base_dir, build=False)  # a wrong source fails before the mode
+        self._apply_mode()
         models = resolve_models(self.catalog, base_dir, build=True)
         try:
             self._start_cluster()
@@ -128,6 +144,28 @@ class ServeStack:
         assert self.state is not None
         return self.state
 
+    @property
+    def temp_dir(self) -> Path:
+        return self.config.temp_dir or Path(f"/tmp/m3bench-ray-{self.config.ports.base}")  # noqa: S108 - short: sockets
+
+    def _apply_mode(self) -> None:
+        """The catalog's serving mode as Ray's variables, for ``ray start`` (a local cluster) and for
+        this process, which builds the application. ``--env`` overrides them."""
+        cfg = self.config
+        try:
+            if cfg.address is None:
+                haproxy_dir = self.temp_dir / "haproxy"
+                env = local_env(self.catalog, haproxy_dir, cfg.ports.haproxy_env())
+                if self.catalog.ingress == "haproxy":
+                    haproxy_dir.mkdir(parents=True, exist_ok=True)
+            else:  # the cluster's own `ray start` must carry them too: `m3bench serve env` prints them
+                env = mode_env(self.catalog, maxconn=None)
+            self.mode_env = {**env, **cfg.env}
+            apply_to_process(self.mode_env)
+        except ModeError as e:
+            raise ServeError(str(e)) from None
+        self.say(f"serving mode: {self.catalog.serving_mode}")
+
     def _start_cluster(self) -> None:
         cfg = self.config
         cluster = None
@@ -136,11 +174,11 @@ class ServeStack:
             # A CPU-only catalog hides GPUs from Ray (vLLM-CPU must not see one); else Ray detects them.
             gpus = 0 if all(m.accelerator == "cpu" for m in self.catalog.models) else None
             nodes = [NodeSpec(cpus, dict(cfg.node_resources), gpus) for _ in range(cfg.nodes)]
-            temp_dir = cfg.temp_dir or Path(f"/tmp/m3bench-ray-{cfg.ports.base}")  # noqa: S108 - short: sockets
-            cluster = LocalRayCluster(temp_dir, cfg.ports, nodes, env=dict(cfg.env))
+            cluster = LocalRayCluster(self.temp_dir, cfg.ports, nodes, env=dict(self.mode_env))
             self.state = self._new_state(cluster.address, cluster.dashboard_url, cluster)
             self.state.save(self.state_dir)  # before starting: an interrupted start can still be stopped
             cluster.start(self.say)
+            self._write_haproxy_targets()
         else:
             self.state = self._new_state(cfg.address, None, None)
             self.state.save(self.state_dir)
@@ -179,7 +217,10 @@ class ServeStack:
                 http_options={"host": "127.0.0.1", "port": self.config.ports.http}, proxy_location="HeadOnly"
             )
             state.endpoint = _actual_endpoint(state.endpoint)
-            taken = {APP_NAME, INFO_APP_NAME} & set(serve.status().applications)
+            apps = llm_apps(self.catalog)
+            state.model_endpoints = model_endpoints(self.catalog, state.endpoint)
+            taken = {a.name for a in apps} | {INFO_APP_NAME}
+            taken &= set(serve.status().applications)
             if taken and not state.started_cluster:
                 raise ServeError(
                     f"application {sorted(taken)[0]!r} already runs on {state.ray_address}; not touching it"
@@ -192,43 +233,67 @@ class ServeStack:
                 ray_address=state.ray_address,
                 engine_args=engine_args,
                 git_sha=_git_sha(),
+                mode_env=self.mode_env,
+                haproxy_metrics=self._haproxy_metrics_url(),
             )
             write_info(self.state_dir, self.info)
-            batching = self.catalog.stream_batching_interval_ms
-            self.say(f"deploying {', '.join(state.models)} (stream batching {batching:g} ms)")
-            state.apps = [APP_NAME, INFO_APP_NAME]
+            self.say(f"deploying {', '.join(state.models)} ({self.catalog.serving_mode})")
+            state.apps = [a.name for a in apps] + [INFO_APP_NAME]
             state.save(self.state_dir)
-            serve.run_many(
-                [
-                    serve.RunTarget(build_llm_app(self.catalog, models), name=APP_NAME, route_prefix="/"),
-                    serve.RunTarget(
-                        build_info_app(self.info), name=INFO_APP_NAME, route_prefix=INFO_ROUTE_PREFIX
-                    ),
-                ],
-                wait_for_ingress_deployment_creation=False,
-                wait_for_applications_running=False,
+            by_id = {m.entry.id: m for m in models}
+            targets = [
+                serve.RunTarget(
+                    build_llm_app(self.catalog, [by_id[i] for i in a.model_ids]),
+                    name=a.name,
+                    route_prefix=a.route_prefix,
+                )
+                for a in apps
+            ]
+            targets.append(
+                serve.RunTarget(build_info_app(self.info), name=INFO_APP_NAME, route_prefix=INFO_ROUTE_PREFIX)
             )
-            self._wait_ready()
+            serve.run_many(
+                targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False
+            )
+            self._wait_ready(state.apps)
         finally:
             ray.shutdown()
-        check_endpoint(state.endpoint, state.models)
-        self._warm_up(state.endpoint, state.models)
+        check_endpoint(state.endpoint, state.models, state.model_endpoints)
+        self._warm_up(state.model_endpoints)
         state.ready = True
         state.save(self.state_dir)
-        served = ", ".join(state.models)
-        self.say(f"ready: {state.endpoint}/v1 serves {served}; info at {state.endpoint}{INFO_PATH}")
+        if state.started_cluster and state.cluster is not None:  # the engines' /dev/shm segments
+            remember(self.state_dir, [p.pid for p in LocalRayCluster.from_state(state.cluster).processes()])
+        served = ", ".join(f"{m} at {url}/v1" for m, url in state.model_endpoints.items())
+        self.say(f"ready: {served}; info at {state.endpoint}{INFO_PATH}")
 
-    def _warm_up(self, endpoint: str, models: list[str]) -> None:
+    def _write_haproxy_targets(self) -> None:
+        """HAProxy's exporter as a file_sd list (empty without HAProxy), for Prometheus."""
+        targets = []
+        if self.catalog.ingress == "haproxy":
+            port = self.config.ports.haproxy_metrics
+            targets = [{"targets": [f"127.0.0.1:{port}"], "labels": {"component": "haproxy"}}]
+        path = self.temp_dir / HAPROXY_SD_FILE
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(targets) + "\n", encoding="utf-8")
+        temporary.replace(path)
+
+    def _haproxy_metrics_url(self) -> str | None:
+        if self.catalog.ingress != "haproxy" or self.config.address is not None:
+            return None
+        return f"http://127.0.0.1:{self.config.ports.haproxy_metrics}/metrics"
+
+    def _warm_up(self, endpoints: dict[str, str]) -> None:
         """One image + text streaming request per model: proves the path end to end and takes the
         engine's first-request costs (processor and kernel warm-up) out of any measurement."""
         image = image_data_url()
-        for model in models:
+        for model, endpoint in endpoints.items():
             result = stream_chat(endpoint, chat_body(model, image, max_tokens=8), timeout_s=300)
             if not result.ok:
                 raise ServeError(f"model {model!r} does not answer an image chat request: {result.error}")
             self.say(f"warm-up {model}: first token after {result.ttft_s or 0:.2f} s")
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, names: list[str]) -> None:
         from ray import serve
 
         start = time.monotonic()
@@ -236,7 +301,7 @@ class ServeStack:
         while True:
             apps = serve.status().applications
             parts, running = [], True
-            for name in (APP_NAME, INFO_APP_NAME):
+            for name in names:
                 app = apps.get(name)
                 if app is None:
                     parts.append(f"{name}: submitted")
@@ -294,18 +359,23 @@ def _get_json(url: str, timeout_s: float = 10.0) -> Any:
         return json.loads(response.read())
 
 
-def check_endpoint(endpoint: str, models: list[str]) -> None:
-    """The endpoint lists every model and serves the info route; an HTTP error is reported, not retried."""
+def check_endpoint(endpoint: str, models: list[str], endpoints: dict[str, str] | None = None) -> None:
+    """Every model is listed at its base URL (``endpoints``; default: all at ``endpoint``) and the info
+    route answers; an HTTP error is reported, not retried."""
+    where = endpoints or dict.fromkeys(models, endpoint)
+    listed: dict[str, set[str]] = {}
     try:
-        listed = {m["id"] for m in _get_json(f"{endpoint}/v1/models")["data"]}
+        for url in sorted(set(where.values())):
+            listed[url] = {m["id"] for m in _get_json(f"{url}/v1/models")["data"]}
         _get_json(f"{endpoint}{INFO_PATH}")
     except urllib.error.HTTPError as e:
         raise ServeError(f"{e.url} answered HTTP {e.code}: {e.read()[:200]!r}") from None
     except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
         raise ServeError(f"{endpoint} does not answer as expected: {e}") from None
-    missing = sorted(set(models) - listed)
-    if missing:
-        raise ServeError(f"{endpoint}/v1/models lacks {missing}")
+    for model in models:
+        url = where.get(model, endpoint)
+        if model not in listed.get(url, set()):
+            raise ServeError(f"{url}/v1/models lacks {model!r}")
 
 
 def stack_alive(state: StackState) -> bool:
@@ -323,8 +393,15 @@ def stop_stack(state: StackState, state_dir: Path, say: Progress | None = None) 
     report = say or (lambda _m: None)
     if state.started_cluster and state.cluster is not None:
         cluster = LocalRayCluster.from_state(state.cluster)
-        count = cluster.stop()
+        remember(state_dir, [p.pid for p in cluster.processes()])  # then remove_orphans below
+        count = cluster.stop()  # HAProxy included: it names the cluster's temp dir and carries its marker
+        left = cluster.processes()
+        if left:
+            count += cluster.stop(grace_s=5)
         report(f"stopped the local Ray cluster ({count} processes)")
+        removed = remove_orphans(state_dir)
+        if removed:
+            report(f"removed {len(removed)} shared-memory segments its engines left in /dev/shm")
     elif state.apps:
         import ray
         from ray import serve

@@ -39,6 +39,8 @@ class StackState:
     ready: bool = False
     created_at: str = ""
     owner_pid: int = field(default_factory=os.getpid)
+    # Each model's OpenAI base URL (direct streaming gives several models their own route prefixes).
+    model_endpoints: dict[str, str] = field(default_factory=dict)
 
     def save(self, state_dir: Path) -> Path:
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -35,11 +35,13 @@ def test_schema_copy_names_its_source() -> None:
 def test_h200_manifest_is_valid_and_complete(manifest: dict[str, Any]) -> None:
     validate(manifest)
     config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
-    (application,) = config["applications"]
-    assert application["import_path"] == "ray.serve.llm:build_openai_app"
-    llm_configs = application["args"]["llm_configs"]
-    ids = [c["model_loading_config"]["model_id"] for c in llm_configs]
-    assert ids == [m.id for m in load_catalog(H200).models]
+    applications = config["applications"]
+    # Direct streaming: one application per model, each under its own route prefix.
+    ids = [m.id for m in load_catalog(H200).models]
+    assert [(a["name"], a["route_prefix"]) for a in applications] == [(f"m3bench-{i}", f"/{i}") for i in ids]
+    assert {a["import_path"] for a in applications} == {"ray.serve.llm:build_openai_app"}
+    llm_configs = [c for a in applications for c in a["args"]["llm_configs"]]
+    assert [c["model_loading_config"]["model_id"] for c in llm_configs] == ids
     grace = llm_configs[0]["model_loading_config"]
     assert grace["model_source"] == "/models/grace-llava-1.5-7b-w4g128-awq-vllm"
     assert all(c["experimental_configs"]["stream_batching_interval_ms"] == 0 for c in llm_configs)
@@ -49,6 +51,34 @@ def test_h200_manifest_is_valid_and_complete(manifest: dict[str, Any]) -> None:
     container = workers["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+def test_serving_mode_env_on_head_and_workers(manifest: dict[str, Any]) -> None:
+    cluster = manifest["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    for container in (head, worker):
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+        assert env["RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING"] == "1"
+        assert int(env["RAY_SERVE_HAPROXY_MAXCONN"]) > 0
+        assert env["M3BENCH_MODELS"] == "/models"
+    ports = {p["name"]: p["containerPort"] for p in head["ports"]}
+    assert ports["haproxy-metrics"] == 9101  # Prometheus scrapes HAProxy's exporter beside Ray's
+    assert "Serving mode: haproxy+direct-streaming" in render_manifest(load_catalog(H200))
+
+
+def test_proxy_mode_keeps_one_application() -> None:
+    loaded = load_catalog(H200).model_copy(update={"ingress": "proxy", "direct_streaming": False})
+    manifest = rayservice(loaded)
+    validate(manifest)
+    (application,) = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"]
+    assert (application["name"], application["route_prefix"]) == ("m3bench", "/")
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in head["env"]}
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert "haproxy-metrics" not in {p["name"] for p in head["ports"]}
 
 
 def test_committed_manifest_matches_generator() -> None:
@@ -84,7 +114,7 @@ def _broken(manifest: dict[str, Any], edit: str) -> dict[str, Any]:
         ("unknown container field", "Additional properties are not allowed ('gpus'"),
         ("no group name", "'groupName' is a required property"),
         ("bad quantity", "limits/cpu: 'four' does not match"),
-        ("bad serve config", "serveConfigV2 application 'm3bench'"),
+        ("bad serve config", "serveConfigV2 application 'm3bench-grace-llava-1.5-7b-w4g128'"),
     ],
 )
 def test_schema_refuses_bad_manifests(manifest: dict[str, Any], edit: str, expected: str) -> None:

@@ -31,7 +31,11 @@ def test_config_scrapes_ray_loadgen_and_itself(tmp_path: Path) -> None:
     server = _server(tmp_path, ray_temp_dir=tmp_path / "ray", static_targets={"vllm": ["127.0.0.1:8000"]})
     document = yaml.safe_load(server.write_config().read_text())
     jobs = {job["job_name"]: job for job in document["scrape_configs"]}
-    assert set(jobs) == {"prometheus", JOB_RAY, JOB_LOADGEN, "vllm"}
+    assert set(jobs) == {"prometheus", JOB_RAY, JOB_LOADGEN, "vllm", "haproxy"}
+    # Ray Serve's HAProxy mode: `serve up` lists HAProxy's exporter beside Ray's list
+    assert jobs["haproxy"]["file_sd_configs"][0]["files"] == [
+        str(tmp_path / "ray" / "m3bench_haproxy_sd.json")
+    ]
     assert jobs[JOB_RAY]["file_sd_configs"][0]["files"] == [
         str(tmp_path / "ray" / "prom_metrics_service_discovery.json")
     ]
