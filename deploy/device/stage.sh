@@ -4,7 +4,9 @@
 # docs/results/h200/README.md for the measured cost.
 #
 # Here (a machine that reaches the registries; Python 3.11 venv of the repo, CPython 3.12 from pyenv):
-#   bash deploy/device/stage.sh local      # resolve, download, unpack, pack, split -> .stage/parts/
+#   bash deploy/device/stage.sh local      # download exactly wheels.lock, unpack, pack, split -> .stage/parts/
+#   bash deploy/device/stage.sh lock       # only when requirements.txt changed: resolve again and
+#                                          # rewrite wheels.lock (review and commit the diff)
 #   bash deploy/device/stage.sh parts      # list the calls to make: one part per device call
 # On the device, one call per part, back to back while the machine stays warm (30 s idle):
 #   bash deploy/device/stage.sh remote 0   # carry .stage/parts/part00 .stage/parts/MANIFEST .stage/tools/zstd_min.zip
@@ -38,6 +40,35 @@ PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_26_x86_64 man
   manylinux_2_35_x86_64 linux_x86_64)
 plat_args() { for p in "${PLATFORMS[@]}"; do printf -- '--platform\n%s\n' "$p"; done; }
 
+LOCK="$ROOT/deploy/device/wheels.lock"
+REQS="$ROOT/deploy/device/requirements.txt"
+reqs_digest() { grep -v '^\s*#' "$REQS" | sed '/^\s*$/d' | sha256sum | cut -c1-16; }
+
+# Resolve requirements.txt again and rewrite the lock. Only this command writes wheels.lock; `local`
+# downloads exactly what it pins (no resolution), so staging twice stages the same wheels.
+lock_half() {
+  local pip=("$ROOT/.venv/bin/python" -m pip --disable-pip-version-check)
+  mapfile -t PLAT < <(plat_args)
+  mkdir -p "$STAGE_LOCAL/stubs"
+  # Resolve for CPython 3.12 against placeholder wheels of what the image has at the pinned versions
+  # (torch 2.11.0 and friends): a plain download for another platform fails on torch's CUDA pins,
+  # and the image's torch must not be replaced anyway.
+  log "resolving deploy/device/requirements.txt for cp312 manylinux x86-64"
+  "$ROOT/.venv/bin/python" "$ROOT/deploy/device/mkstub.py" "$STAGE_LOCAL/stubs" \
+    torch==2.11.0+stub torchvision==0.26.0+stub torchaudio==2.11.0+stub triton==3.6.0+stub >/dev/null
+  "${pip[@]}" install --dry-run --ignore-installed --quiet --report "$STAGE_LOCAL/report.json" \
+    --only-binary=:all: --python-version 3.12 --implementation cp "${PLAT[@]}" \
+    --find-links "$STAGE_LOCAL/stubs" -r "$REQS" \
+    torch==2.11.0+stub torchvision==0.26.0+stub torchaudio==2.11.0+stub triton==3.6.0+stub
+  # Keep what the image lacks (deploy/device/wheelset.py says what is left out and why).
+  {
+    echo "# requirements $(reqs_digest): written by \`stage.sh lock\`; \`stage.sh local\` stages exactly these"
+    "$ROOT/.venv/bin/python" "$ROOT/deploy/device/wheelset.py" "$STAGE_LOCAL/report.json"
+  } >"$LOCK.new"
+  mv "$LOCK.new" "$LOCK"
+  log "wrote $LOCK ($(grep -vc '^#' "$LOCK") wheels); review the diff and commit it"
+}
+
 local_half() {
   local pip=("$ROOT/.venv/bin/python" -m pip --disable-pip-version-check)
   local py312="${M3_PY312:-}"
@@ -48,24 +79,18 @@ local_half() {
   fi
   [[ -x "$py312" ]] || { echo "error: need a CPython 3.12 here to unpack the wheels (set M3_PY312)" >&2; exit 2; }
   mapfile -t PLAT < <(plat_args)
-  mkdir -p "$STAGE_LOCAL/stubs" "$STAGE_LOCAL/tools" "$WHL/main" "$WHL/tf4"
+  mkdir -p "$STAGE_LOCAL/tools" "$WHL/main" "$WHL/tf4"
 
-  # 1. Resolve for CPython 3.12 against placeholder wheels of what the image has at the pinned
-  #    versions (torch 2.11.0 and friends): a plain download for another platform fails on torch's
-  #    CUDA pins, and the image's torch must not be replaced anyway.
-  if [[ ! -f "$STAGE_LOCAL/report.json" || "$ROOT/deploy/device/requirements.txt" -nt "$STAGE_LOCAL/report.json" ]]; then
-    log "resolving deploy/device/requirements.txt for cp312 manylinux x86-64"
-    "$ROOT/.venv/bin/python" "$ROOT/deploy/device/mkstub.py" "$STAGE_LOCAL/stubs" \
-      torch==2.11.0+stub torchvision==0.26.0+stub torchaudio==2.11.0+stub triton==3.6.0+stub >/dev/null
-    "${pip[@]}" install --dry-run --ignore-installed --quiet --report "$STAGE_LOCAL/report.json" \
-      --only-binary=:all: --python-version 3.12 --implementation cp "${PLAT[@]}" \
-      --find-links "$STAGE_LOCAL/stubs" -r "$ROOT/deploy/device/requirements.txt" \
-      torch==2.11.0+stub torchvision==0.26.0+stub torchaudio==2.11.0+stub triton==3.6.0+stub
+  # 1. The lock must belong to today's requirements.txt (else: `stage.sh lock`, review, commit).
+  local locked
+  locked="$(awk 'NR == 1 && $2 == "requirements" {sub(":", "", $3); print $3}' "$LOCK")"
+  if [[ "$locked" != "$(reqs_digest)" ]]; then
+    echo "error: deploy/device/wheels.lock was locked for other requirements ($locked, now $(reqs_digest)); run \`bash deploy/device/stage.sh lock\`" >&2
+    exit 2
   fi
-  # 2. Keep what the image lacks (deploy/device/wheelset.py says what is left out and why).
-  "$ROOT/.venv/bin/python" "$ROOT/deploy/device/wheelset.py" "$STAGE_LOCAL/report.json" >"$ROOT/deploy/device/wheels.lock"
+  # 2. Download exactly the locked wheels (no resolution: the lock does not move).
   for group in main tf4; do
-    awk -v g="$group" -F'\t' '$1 == g {print $2}' "$ROOT/deploy/device/wheels.lock" >"$STAGE_LOCAL/pins-$group.txt"
+    grep -v '^#' "$LOCK" | awk -v g="$group" -F'\t' '$1 == g {print $2}' >"$STAGE_LOCAL/pins-$group.txt"
     log "downloading $(wc -l <"$STAGE_LOCAL/pins-$group.txt") wheels ($group)"
     "${pip[@]}" download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       "${PLAT[@]}" -d "$WHL/$group" -r "$STAGE_LOCAL/pins-$group.txt"
@@ -97,6 +122,8 @@ from pathlib import Path
 whl, lock = Path(sys.argv[1]), Path(sys.argv[2])
 want = {}
 for line in lock.read_text().splitlines():
+    if line.startswith("#"):
+        continue
     group, pin = line.split("\t")
     name, version = pin.split("==")
     want[(group, re.sub(r"[-_.]+", "_", name).lower(), version)] = pin
@@ -224,8 +251,9 @@ zstandard.ZstdDecompressor(max_window_size=2**31).copy_stream(open(sys.argv[1], 
 }
 
 case "${1:-}" in
+  lock) lock_half ;;
   local) local_half ;;
   parts) parts_half ;;
   remote) remote_half "${2:?part index}" ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  *) sed -n '2,22p' "$0"; exit 2 ;;
 esac

