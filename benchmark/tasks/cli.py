@@ -191,6 +191,26 @@ def validate_command(
 
 
 @app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="Output directory (data/*.parquet and README.md).")],
+    task_set: SetOption = DEFAULT_SET,
+    format_: Annotated[str, typer.Option("--format", help="Only 'parquet' for now.")] = "parquet",
+) -> None:
+    """Write the set as Parquet with images embedded, loadable by datasets.load_dataset("parquet", ...)."""
+    from benchmark.tasks.export import ExportError, export_parquet
+
+    if format_ != "parquet":
+        raise typer.BadParameter(f"unknown format {format_!r}; known: parquet", param_hint="--format")
+    started = time.perf_counter()
+    try:
+        rows, path = export_parquet(task_set, out)
+    except (ExportError, LoaderError) as exc:
+        raise _fail(str(exc)) from None
+    size = path.stat().st_size / 1e6
+    typer.echo(f"{rows} records -> {path} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
 def show(
     task_id: Annotated[str, typer.Argument(help="Record id, e.g. m3-humaneval/0/ar/image.")],
     task_set: SetOption = DEFAULT_SET,
