@@ -15,6 +15,7 @@ from typing import Any
 
 from m3bench.report.accuracy import load_accuracy_runs
 from m3bench.report.analysis import ReportOptions, build_document
+from m3bench.report.cpu import load_cpu
 from m3bench.report.inputs import ReportError, load_index, optional_path
 from m3bench.report.render import panel_images, write_report
 from m3bench.report.sweeps import load_sweeps
@@ -48,4 +49,5 @@ def build_report(results_dir: Path, options: ReportOptions, out_dir: Path | None
         _observability(results_dir, window, panels),
         accuracy_runs=load_accuracy_runs(results_dir, index),
     )
+    document["cpu"] = load_cpu(results_dir, index)  # where the CPU went, per level (cpu.json)
     return write_report(document, out_dir or results_dir / "report", panels)

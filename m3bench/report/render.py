@@ -102,6 +102,7 @@ def _environment() -> jinja2.Environment:
 def make_figures(document: dict[str, Any]) -> dict[str, bytes]:
     """name -> PNG bytes for every figure the templates show."""
     from m3bench.report import plots  # matplotlib: imported when a report is drawn, not by the CLI
+    from m3bench.report.cpu import figure as cpu_figure
 
     figures: dict[str, bytes] = {}
     options = document["options"]
@@ -116,6 +117,9 @@ def make_figures(document: dict[str, Any]) -> dict[str, bytes]:
         figures["accuracy-overview"] = plots.accuracy_overview(document["accuracy"])
     if document["planner_check"]:
         figures["planner-check"] = plots.planner_check(document["planner_check"])
+    cpu = document.get("cpu") or {}
+    for sweep in cpu.get("sweeps", []):
+        figures[f"cpu-{slug(sweep['label'])}"] = cpu_figure(sweep, cpu.get("groups", {}))
     return figures
 
 
