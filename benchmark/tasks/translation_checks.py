@@ -406,7 +406,7 @@ ENGLISH_IN_WINDOW = 3  # English function words among them that make the run Eng
 def _english_run(prose: str) -> str | None:
     """The first run of ``ENGLISH_WINDOW`` Latin words with ``ENGLISH_IN_WINDOW`` English function words."""
     words = _LATIN_WORD.findall(prose)
-    for start in range(max(0, len(words) - ENGLISH_WINDOW + 1)):
+    for start in range(max(1, len(words) - ENGLISH_WINDOW + 1)):  # shorter prose: one window
         window = words[start : start + ENGLISH_WINDOW]
         if sum(w.lower() in ENGLISH_FUNCTION_WORDS for w in window) >= ENGLISH_IN_WINDOW:
             return " ".join(window)
