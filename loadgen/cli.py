@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from loadgen.profile import PROFILES_DIR, LoadgenError, RunConfig, load_profile
+
+if TYPE_CHECKING:
+    from loadgen.summary_model import StageSummary
 
 app = typer.Typer(
     no_args_is_help=True, help="Load generation: Locust replays a task set against an endpoint."
@@ -21,6 +23,22 @@ def _progress(status: dict[str, Any]) -> None:
     line = format_progress(status)
     if line is not None:
         typer.echo(line, err=True)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value * 1e3:.1f}" if value is not None else "-"
+
+
+def stage_line(stage: StageSummary) -> str:
+    """One line per stage: counts, TTFT, throughput over the measure window, validity with its cause."""
+    ttft, throughput = stage.latency_s.ttft, stage.throughput
+    rps = throughput.requests_per_s or 0.0
+    tps = throughput.output_tokens_per_s or 0.0
+    valid = "" if stage.generator.valid else "  INVALID: " + "; ".join(stage.generator.invalid_reasons)
+    return (
+        f"{stage.stage}: {stage.counts.ok} ok, TTFT p50 {_ms(ttft.p50)} ms p99 {_ms(ttft.p99)} ms, "
+        f"{rps:.2f} req/s, {tps:.1f} tok/s{valid}"
+    )
 
 
 def _fail(message: str) -> typer.Exit:
@@ -71,28 +89,66 @@ def run_command(  # noqa: PLR0917 - Typer options
             run_id=run_id,
             preflight=not no_preflight,
         )
+        if config.profile.mode == "search":
+            _run_search(config)
+            return
         result = run_load(config, progress=_progress)
     except LoadgenError as exc:
         raise _fail(str(exc)) from None
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    for stage in result.summary["stages"]:
-        latency, throughput = stage["latency_s"], stage["throughput"]
-        ttft = latency["ttft"]
-        p50 = f"{ttft['p50'] * 1e3:.1f}" if ttft["p50"] is not None else "-"
-        p99 = f"{ttft['p99'] * 1e3:.1f}" if ttft["p99"] is not None else "-"
-        rps = throughput["requests_per_s"] or 0.0
-        tps = throughput["output_tokens_per_s"] or 0.0
-        valid = (
-            ""
-            if stage["generator"]["valid"]
-            else "  INVALID: " + "; ".join(stage["generator"]["invalid_reasons"])
-        )
-        typer.echo(
-            f"{stage['stage']}: {stage['counts']['measure_by_status']['ok']} ok, TTFT p50 {p50} ms "
-            f"p99 {p99} ms, {rps:.2f} req/s, {tps:.1f} tok/s{valid}"
-        )
+    for stage in result.summary.stages:
+        typer.echo(stage_line(stage))
     typer.echo(f"results: {result.run_dir}")
+
+
+def _run_search(config: RunConfig) -> None:
+    """An SLO search (``mode: search``): probes, then R* with its interval; search.json in the run dir."""
+    from loadgen.search import run_search
+
+    report = run_search(config, say=lambda line: typer.echo(line, err=True))
+    result = report.result
+    assert result is not None
+    low, high = result.interval
+    shown = f"[{low:.4g}, {high:.4g})" if low is not None and high is not None else f"[{low}, {high})"
+    typer.echo(f"search {result.status}: R* = {result.r_star} requests/s, interval {shown}; {result.note}")
+    typer.echo(f"results: {config.out_dir / report.run_id / 'search.json'}")
+
+
+@app.command("search")
+def search_command(  # noqa: PLR0917 - Typer options
+    endpoint: Annotated[str, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000")],
+    tasks: Annotated[Path, typer.Option(help="Task-set directory (tasks.jsonl + images/)")],
+    models: Annotated[str, typer.Option(help="Comma-separated served model names")],
+    profile: Annotated[str, typer.Option(help="A profile with mode: search (YAML file, built-in or inline)")],
+    out: Annotated[Path, typer.Option(help="Results root; the search gets its own directory")] = Path(
+        "results/load"
+    ),
+    run_id: Annotated[str | None, typer.Option(help="Search id (default: timestamp)")] = None,
+    no_grading: Annotated[bool, typer.Option("--no-grading", help="Do not grade answers live")] = False,
+    no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the endpoint checks")] = False,
+) -> None:
+    """SLO search: the highest open-loop rate meeting the profile's percentile targets, with its interval."""
+    overrides: dict[str, Any] = {"grading.enabled": False} if no_grading else {}
+    try:
+        model_list = [m.strip() for m in models.split(",") if m.strip()]
+        if not model_list:
+            raise LoadgenError("--models names no model")
+        loaded = load_profile(profile, overrides)
+        if loaded.mode != "search":
+            raise LoadgenError(f"profile {profile} has mode: {loaded.mode}; a search needs mode: search")
+        config = RunConfig(
+            endpoint=endpoint,
+            tasks=tasks,
+            models=model_list,
+            profile=loaded,
+            out_dir=out,
+            run_id=run_id,
+            preflight=not no_preflight,
+        )
+        _run_search(config)
+    except LoadgenError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("summarize")
@@ -105,8 +161,7 @@ def summarize_command(
 
     if not (run_dir / "records.jsonl").is_file():
         raise _fail(f"{run_dir} has no records.jsonl")
-    summary = summarize_run(run_dir)
-    text = json.dumps(summary, indent=2, default=str)
+    text = summarize_run(run_dir).to_json()
     if write:
         (run_dir / "summary.json").write_text(text + "\n", encoding="utf-8")
     typer.echo(text)
@@ -123,6 +178,14 @@ def check_profile_command(
         loaded = load_profile(profile)
     except LoadgenError as exc:
         raise _fail(str(exc)) from None
+    if loaded.search is not None:
+        spec = loaded.search
+        targets = ", ".join(f"{t.metric} p{t.quantile * 100:g} <= {t.max_s:g}s" for t in spec.targets)
+        typer.echo(
+            f"search: {targets}; start {spec.start_rate:g}/s in [{spec.min_rate:g}, {spec.max_rate:g}], "
+            f"x{spec.growth:g} bracketing, resolution {spec.resolution:g}, {spec.confidence:.0%} intervals "
+            f"within {spec.precision:.0%}"
+        )
     for plan in build_plans(loaded):
         typer.echo(
             f"{plan.index}: {plan.name} {plan.mode} target={plan.target:g} warmup={plan.warmup_s:g}s "

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from loadgen.search_spec import SearchSpec
+
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 
@@ -158,7 +160,7 @@ class Generator(_Model):
 
 class Profile(_Model):
     name: str = "custom"
-    mode: Literal["closed", "open"]
+    mode: Literal["closed", "open", "search"]
     arrival: Arrival = Field(default_factory=Arrival)
     stages: list[Stage] = Field(default_factory=list)
     sweep: Sweep | None = None
@@ -168,9 +170,16 @@ class Profile(_Model):
     slo: Slo = Field(default_factory=Slo)
     generator: Generator = Field(default_factory=Generator)
     seed: int = 0
+    search: SearchSpec | None = Field(
+        default=None, description="mode: search: the SLO search (loadgen/search.py); no stages or sweep."
+    )
 
     @model_validator(mode="after")
     def _stages(self) -> Profile:
+        if self.mode == "search" or self.search is not None:
+            if self.mode != "search" or self.search is None or self.stages or self.sweep is not None:
+                raise ValueError("mode: search goes with a search section and no stages or sweep")
+            return self
         if bool(self.stages) == (self.sweep is not None):
             raise ValueError("a profile has either stages or a sweep")
         for index, stage in enumerate(self.resolved_stages()):
@@ -184,7 +193,10 @@ class Profile(_Model):
         return self
 
     def resolved_stages(self) -> list[Stage]:
-        """Explicit stages, or one per sweep value; every stage gets a name."""
+        """Explicit stages, or one per sweep value; every stage gets a name (a search has none: it makes
+        one open-loop profile per probe)."""
+        if self.mode == "search":
+            return []
         if self.sweep is None:
             stages = list(self.stages)
         else:

@@ -28,6 +28,7 @@ from loadgen.preflight import preflight
 from loadgen.profile import RunConfig
 from loadgen.provenance import describe
 from loadgen.summary import summarize_run
+from loadgen.summary_model import RunInfo, RunSummary
 from loadgen.workload import Workload
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -38,7 +39,7 @@ Progress = Callable[[dict[str, Any]], None]
 class RunResult:
     run_id: str
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     records: int
     warnings: list[str] = field(default_factory=list)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
@@ -171,16 +172,16 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
     if added:
         warnings.append(f"{added} records were missing from the merged file and were taken from worker files")
     summary = summarize_run(run_dir)
-    summary["run"] = {
-        "run_id": config.run_id,
-        "endpoint": config.endpoint,
-        "models": config.models,
-        "profile": profile.name,
-        "warnings": warnings,
-        "exit_codes": exit_codes,
-    }
+    summary.run = RunInfo(
+        run_id=config.run_id,
+        endpoint=config.endpoint,
+        models=config.models,
+        profile=profile.name,
+        warnings=warnings,
+        exit_codes=exit_codes,
+    )
     _write_summaries(run_dir, summary)
-    return RunResult(config.run_id, run_dir, summary, summary["records"], warnings, exit_codes)
+    return RunResult(config.run_id, run_dir, summary, summary.records, warnings, exit_codes)
 
 
 def _start(commands: dict[str, list[str]], run_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
@@ -272,10 +273,10 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
                 process.wait(timeout=5)
 
 
-def _write_summaries(run_dir: Path, summary: dict[str, Any]) -> None:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+def _write_summaries(run_dir: Path, summary: RunSummary) -> None:
+    (run_dir / "summary.json").write_text(summary.to_json(), encoding="utf-8")
     stage_dir = run_dir / "summaries"
     stage_dir.mkdir(exist_ok=True)
-    for stage in summary["stages"]:
-        name = f"stage-{stage['stage_index']:02d}-{stage['stage']}.json"
-        (stage_dir / name).write_text(json.dumps(stage, indent=2, default=str), encoding="utf-8")
+    for stage in summary.stages:
+        name = f"stage-{stage.stage_index:02d}-{stage.stage}.json"
+        (stage_dir / name).write_text(stage.model_dump_json(by_alias=True, indent=2), encoding="utf-8")

@@ -52,7 +52,7 @@ def build_plans(profile: Profile) -> list[StagePlan]:
             StagePlan(
                 index=index,
                 name=stage.name or f"s{index}",
-                mode=profile.mode,
+                mode="closed" if profile.mode == "closed" else "open",  # a search has no plans
                 target=target,
                 previous_target=previous if stage.ramp_s > 0 else target,
                 ramp_s=stage.ramp_s,

@@ -1,8 +1,12 @@
 """Stage summaries, computed from records.jsonl alone (and, if present, generator.jsonl).
 
-``summarize(records, ...)`` is what the report code calls; ``summarize_run(run_dir)`` re-reads a run
-directory. Only measure-phase records count (phases are tagged when a request is born; this is the
-one place that filters on them). Percentiles use linear interpolation between order statistics.
+``summarize(records, ...) -> RunSummary`` is what the report code calls; ``summarize_run(run_dir)``
+re-reads a run directory. Latency percentiles use the measure-phase population (requests *born* in the
+measure phase; phases are tagged when a request is born, and this is the one place that filters on
+them). Throughput counts what *happened inside* the measure window: tokens by arrival time, requests by
+completion, so requests longer than the window neither inflate nor dilute it. Percentiles are
+``loadgen.stats.quantile`` (linear interpolation between order statistics). ``FORMULAS`` is written into
+every summary.
 """
 
 from __future__ import annotations
@@ -13,10 +17,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from loadgen.profile import Generator, Slo
 from loadgen.records import STATUSES, VERDICTS, RequestRecord, read_records
+from loadgen.stats import percentiles
+from loadgen.summary_model import (
+    AccuracyCell,
+    AccuracyTable,
+    Counts,
+    Distribution,
+    Latency,
+    RunSummary,
+    StageSummary,
+    Throughput,
+    Timing,
+    Window,
+)
 from loadgen.timings import (
     e2e_from_scheduled_s,
     e2e_s,
@@ -27,48 +42,63 @@ from loadgen.timings import (
     ttft_s,
     wall_s,
 )
+from loadgen.validity import first_read, judge
 
 FORMULAS = {
+    "percentiles": "linear interpolation between order statistics: h = (n-1) q, "
+    "Q = x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h]) (numpy's default; loadgen/stats.py)",
     "ttft_s": "first content token arrival - send",
     "e2e_s": "last byte arrival - send (ok requests)",
     "tpot_s": "(E2E - TTFT) / (output_tokens - 1); output_tokens from server usage; requests with >= 2",
-    "itl_s": "gaps between consecutive content chunks (chunks, not tokens: see tokens_per_chunk)",
+    "itl_s": "gaps between consecutive content chunks (chunks, not tokens: see tokens_per_chunk); where the "
+    "server writes several tokens at once (tokens_per_write > 1) ITL is a property of its write pattern",
     "ttft_from_scheduled_s": "first content token - scheduled send (open loop; shows coordinated omission)",
     "e2e_from_scheduled_s": "last byte - scheduled send (open loop)",
     "schedule_lag_s": "send - scheduled send (open loop)",
-    "window_s": "wall clock from the first send to the last end among measure-phase requests",
-    "request_throughput": "ok measure-phase requests / window_s",
-    "output_token_throughput": "sum of usage completion_tokens of ok measure-phase requests / window_s",
-    "goodput": "ok measure-phase requests meeting every set SLO / window_s (undefined TPOT meets a TPOT SLO)",
+    "latency_population": "measure-phase requests (born in the measure phase, whenever they end); ok only",
+    "window_s": "measure window: wall clock from the first to the last measure-phase send. Open loop: the "
+    "schedule's measure phase. Closed loop: the steady state (the ramp lies in warmup; the drain after the "
+    "last measure send, at falling concurrency, is excluded), what vllm bench serve users compare with",
+    "token_arrival": "each content chunk carries output_tokens / content_chunks tokens of its request "
+    "(usage completion_tokens spread evenly over the chunks; a reply with usage but no content chunk "
+    "delivers them at its end); requests without usage add none (see missing_usage)",
+    "output_token_throughput": "output tokens that arrived inside the window (any request of the stage, "
+    "any phase, by token_arrival) / window_s",
+    "request_throughput": "ok requests of the stage (any phase) that ended inside the window / window_s",
+    "goodput": "ok requests that ended inside the window and met every set SLO / window_s "
+    "(undefined TPOT meets a TPOT SLO)",
+    "goodput_fraction": "ok measure-phase requests meeting every set SLO / ok measure-phase requests",
+    "born_output_tokens_per_s": "schema 1 figure, biased low by the drain tail: usage completion_tokens of "
+    "ok measure-phase requests / (last measure end - first measure send)",
     "accuracy": "pass / graded (graded = pass + fail + error + timeout) of ok measure-phase requests",
     "achieved_rate": "(measure-phase sends - 1) / (last send - first send)",
+    "ttft_upper_bound_fraction": "ok measure-phase requests whose first two content chunks came in one read "
+    "that was late (read delay > generator.max_read_delay_s, or no kernel stamp) / ok requests",
+    "first_read_server_coalesced_fraction": "ok measure-phase requests whose first two content chunks came "
+    "in one prompt read (kernel stamp, read delay <= max_read_delay_s): the server wrote them together",
+    "tokens_per_write": "usage completion_tokens / distinct arrival stamps of content chunks (ok requests "
+    "with usage): tokens per server network write when reads are prompt",
+    "validity": "each finding names a party: client (generator), machine (generator waited for a CPU "
+    "longer than it ran, /proc/self/schedstat), server; any invalid finding makes the stage invalid",
 }
 
 
-def distribution(values: Sequence[float]) -> dict[str, float | int | None]:
+def distribution(values: Sequence[float]) -> Distribution:
     if not values:
-        return {
-            "n": 0,
-            "mean": None,
-            "min": None,
-            "p50": None,
-            "p90": None,
-            "p99": None,
-            "p99.9": None,
-            "max": None,
+        return Distribution()
+    p50, p90, p99, p999 = percentiles(values, [50, 90, 99, 99.9])
+    return Distribution.model_validate(
+        {
+            "n": len(values),
+            "mean": sum(values) / len(values),
+            "min": min(values),
+            "p50": p50,
+            "p90": p90,
+            "p99": p99,
+            "p99.9": p999,
+            "max": max(values),
         }
-    array = np.asarray(values, dtype=float)
-    p50, p90, p99, p999 = np.percentile(array, [50, 90, 99, 99.9])
-    return {
-        "n": int(array.size),
-        "mean": float(array.mean()),
-        "min": float(array.min()),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "p99.9": float(p999),
-        "max": float(array.max()),
-    }
+    )
 
 
 def _present(values: Iterable[float | None]) -> list[float]:
@@ -89,129 +119,145 @@ def _meets(record: RequestRecord, slo: Slo) -> bool:
     return True
 
 
-def accuracy_table(records: Iterable[RequestRecord]) -> dict[str, dict[str, dict[str, Any]]]:
+def accuracy_table(records: Iterable[RequestRecord]) -> AccuracyTable:
     """model -> language -> verdict counts, graded, accuracy (pass / graded)."""
     counts: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
     for record in records:
         counts[record.model][record.language][record.grade] += 1
-    table: dict[str, dict[str, dict[str, Any]]] = {}
+    table: AccuracyTable = {}
     for model, languages in sorted(counts.items()):
         table[model] = {}
         for language, verdicts in sorted(languages.items()):
             graded = sum(verdicts[v] for v in VERDICTS if v != "ungraded")
-            table[model][language] = {
-                **{v: verdicts[v] for v in VERDICTS},
-                "graded": graded,
-                "accuracy": verdicts["pass"] / graded if graded else None,
-            }
+            table[model][language] = AccuracyCell.model_validate(
+                {
+                    **{v: verdicts[v] for v in VERDICTS},
+                    "graded": graded,
+                    "accuracy": verdicts["pass"] / graded if graded else None,
+                }
+            )
     return table
 
 
-def summarize_stage(
-    records: Sequence[RequestRecord], slo: Slo, limits: Generator, health: Sequence[dict[str, Any]] = ()
-) -> dict[str, Any]:
-    first = records[0]
-    measured = [r for r in records if r.phase == "measure"]
+def token_arrivals(record: RequestRecord) -> list[tuple[float, float]]:
+    """(wall-clock arrival s, tokens) of each content chunk of a reply with usage (FORMULAS token_arrival)."""
+    tokens = record.output_tokens
+    if not tokens:
+        return []
+    offsets = record.chunk_offsets_ns
+    if not offsets:
+        return [(wall_s(record, record.end_ns), float(tokens))]
+    share = tokens / len(offsets)
+    return [(wall_s(record, record.sent_ns + offset), share) for offset in offsets]
+
+
+def _window(measured: Sequence[RequestRecord], mode: str) -> Window:
+    sends = [wall_s(r, r.sent_ns) for r in measured]
+    start, end = (min(sends), max(sends)) if sends else (0.0, 0.0)
+    basis = (
+        "closed loop steady state: first to last measure-phase send (ramp and drain excluded)"
+        if mode == "closed"
+        else "open loop measure phase: first to last measure-phase send"
+    )
+    return Window(start_unix_s=start, end_unix_s=end, window_s=end - start, basis=basis)
+
+
+def _throughput(
+    records: Sequence[RequestRecord], measured: Sequence[RequestRecord], window: Window, slo: Slo
+) -> Throughput:
     ok = [r for r in measured if r.status == "ok"]
-    summary: dict[str, Any] = {
-        "stage": first.stage,
-        "stage_index": first.stage_index,
-        "mode": first.mode,
-        "target": first.target,
-        "counts": {
-            "by_phase": dict(Counter(r.phase for r in records)),
-            "measure_by_status": {s: sum(1 for r in measured if r.status == s) for s in STATUSES},
-        },
-    }
-    if measured:
-        start = min(wall_s(r, r.sent_ns) for r in measured)
-        end = max(wall_s(r, r.end_ns) for r in measured)
-        window = max(end - start, 1e-9)
-    else:
-        start = end = window = 0.0
+    start, end, length = window.start_unix_s, window.end_unix_s, window.window_s
+    timed = length > 0
+    tokens = sum(share for r in records for at, share in token_arrivals(r) if start <= at <= end)
+    completed = [r for r in records if r.status == "ok" and start <= wall_s(r, r.end_ns) <= end]
+    good_in_window = sum(1 for r in completed if _meets(r, slo))
     output_tokens = sum(r.output_tokens or 0 for r in ok)
+    born_end = max((wall_s(r, r.end_ns) for r in measured), default=start)
     sends = sorted(wall_s(r, r.sent_ns) for r in measured)
-    summary["window"] = {"start_unix_s": start, "end_unix_s": end, "window_s": window}
-    summary["latency_s"] = {
-        "ttft": distribution(_present(ttft_s(r) for r in ok)),
-        "itl": distribution([gap for r in ok for gap in itl_s(r)]),
-        "tpot": distribution(_present(tpot_s(r) for r in ok)),
-        "e2e": distribution(_present(e2e_s(r) for r in ok)),
-        "ttft_from_scheduled": distribution(_present(ttft_from_scheduled_s(r) for r in ok)),
-        "e2e_from_scheduled": distribution(_present(e2e_from_scheduled_s(r) for r in ok)),
-        "schedule_lag": distribution(_present(schedule_lag_s(r) for r in measured)),
-    }
-    good = sum(1 for r in ok if _meets(r, slo))
-    summary["throughput"] = {
-        "requests_per_s": len(ok) / window if measured else None,
-        "output_tokens_per_s": output_tokens / window if measured else None,
-        "goodput_requests_per_s": good / window if measured else None,
-        "goodput_fraction": good / len(ok) if ok else None,
-        "achieved_send_rate_per_s": (len(sends) - 1) / (sends[-1] - sends[0]) if len(sends) > 2 else None,
-        "output_tokens": output_tokens,
-        "slo": slo.model_dump(),
-        "missing_usage": sum(1 for r in ok if r.output_tokens is None),
-    }
-    summary["accuracy"] = accuracy_table(ok)
-    chunks = sum(len(r.chunk_offsets_ns) for r in ok)
-    summary["timing"] = {
-        "kernel_timestamps_fraction": sum(r.timing == "kernel" for r in measured) / len(measured)
+    return Throughput(
+        requests_per_s=len(completed) / length if timed else None,
+        output_tokens_per_s=tokens / length if timed else None,
+        goodput_requests_per_s=good_in_window / length if timed else None,
+        goodput_fraction=sum(1 for r in ok if _meets(r, slo)) / len(ok) if ok else None,
+        achieved_send_rate_per_s=(len(sends) - 1) / (sends[-1] - sends[0])
+        if len(sends) > 2 and sends[-1] > sends[0]
+        else None,
+        completed_in_window=len(completed),
+        tokens_in_window=tokens,
+        output_tokens=output_tokens,
+        born_output_tokens_per_s=output_tokens / (born_end - start)
+        if measured and born_end > start
+        else None,
+        slo=slo,
+        missing_usage=sum(1 for r in ok if r.output_tokens is None),
+    )
+
+
+def _timing(
+    measured: Sequence[RequestRecord], ok: Sequence[RequestRecord], limits: Generator
+) -> tuple[Timing, list[Any]]:
+    kinds = [first_read(r, limits.max_read_delay_s) for r in ok]
+    with_usage = [r for r in ok if r.output_tokens is not None]
+    usage_tokens = sum(r.output_tokens or 0 for r in with_usage)
+    usage_chunks = sum(len(r.chunk_offsets_ns) for r in with_usage)
+    writes = sum(len(set(r.chunk_offsets_ns)) for r in with_usage)
+    timing = Timing(
+        kernel_timestamps_fraction=sum(r.timing == "kernel" for r in measured) / len(measured)
         if measured
         else None,
-        "read_delay_s": distribution(
+        read_delay_s=distribution(
             _present(
                 None if r.first_token_read_delay_ns is None else r.first_token_read_delay_ns / 1e9 for r in ok
             )
         ),
-        "coalesced_reads": sum(r.coalesced_reads for r in ok),
-        # first two tokens in one read: the generator read too late to tell them apart, TTFT is an upper bound
-        "ttft_upper_bound_fraction": (
-            sum(len(r.chunk_offsets_ns) > 1 and r.chunk_offsets_ns[0] == r.chunk_offsets_ns[1] for r in ok)
-            / len(ok)
-            if ok
-            else None
+        coalesced_reads=sum(r.coalesced_reads for r in ok),
+        ttft_upper_bound_fraction=sum(k == "client_late" for k in kinds) / len(ok) if ok else None,
+        first_read_server_coalesced_fraction=sum(k == "server_coalesced" for k in kinds) / len(ok)
+        if ok
+        else None,
+        tokens_per_chunk=usage_tokens / usage_chunks if usage_chunks else None,
+        tokens_per_write=usage_tokens / writes if writes else None,
+        itl_basis="content chunk gaps",
+    )
+    return timing, [k for k in kinds if k is not None]
+
+
+def summarize_stage(
+    records: Sequence[RequestRecord], slo: Slo, limits: Generator, health: Sequence[dict[str, Any]] = ()
+) -> StageSummary:
+    first = records[0]
+    measured = [r for r in records if r.phase == "measure"]
+    ok = [r for r in measured if r.status == "ok"]
+    window = _window(measured, first.mode)
+    latency = Latency(
+        ttft=distribution(_present(ttft_s(r) for r in ok)),
+        itl=distribution([gap for r in ok for gap in itl_s(r)]),
+        tpot=distribution(_present(tpot_s(r) for r in ok)),
+        e2e=distribution(_present(e2e_s(r) for r in ok)),
+        ttft_from_scheduled=distribution(_present(ttft_from_scheduled_s(r) for r in ok)),
+        e2e_from_scheduled=distribution(_present(e2e_from_scheduled_s(r) for r in ok)),
+        schedule_lag=distribution(_present(schedule_lag_s(r) for r in measured)),
+    )
+    throughput = _throughput(records, measured, window, slo)
+    timing, kinds = _timing(measured, ok, limits)
+    return StageSummary(
+        stage=first.stage,
+        stage_index=first.stage_index,
+        mode=first.mode,
+        target=first.target,
+        counts=Counts(
+            by_phase=dict(Counter(r.phase for r in records)),
+            measure_by_status={s: sum(1 for r in measured if r.status == s) for s in STATUSES},
         ),
-        "tokens_per_chunk": output_tokens / chunks if chunks else None,
-        "itl_basis": "content chunk gaps",
-    }
-    summary["generator"] = _validity(summary, list(health), limits)
-    return summary
-
-
-def _validity(summary: dict[str, Any], health: list[dict[str, Any]], limits: Generator) -> dict[str, Any]:
-    reasons: list[str] = []
-    read_p99 = summary["timing"]["read_delay_s"]["p99"]
-    if read_p99 is not None and read_p99 > limits.max_read_delay_s:
-        reasons.append(
-            f"first-token read delay p99 {read_p99 * 1e3:.1f} ms > {limits.max_read_delay_s * 1e3:g} ms"
-        )
-    bounded = summary["timing"]["ttft_upper_bound_fraction"]
-    if bounded is not None and bounded > limits.max_ttft_upper_bound_fraction:
-        reasons.append(
-            f"{bounded:.1%} of first tokens shared a read with the second (TTFT only an upper bound)"
-        )
-    lag_p99 = summary["latency_s"]["schedule_lag"]["p99"]
-    if lag_p99 is not None and lag_p99 > limits.max_schedule_lag_s:
-        reasons.append(f"schedule lag p99 {lag_p99 * 1e3:.1f} ms > {limits.max_schedule_lag_s * 1e3:g} ms")
-    workers = []
-    for row in health:
-        cpu = row["cpu_s"] / row["wall_s"] if row.get("wall_s") else None
-        workers.append(
-            {
-                "worker": row["tag"],
-                "cpu_fraction": cpu,
-                "loop_lag_p99_s": row.get("loop_lag_p99_s"),
-                "loop_lag_max_s": row.get("loop_lag_max_s"),
-            }
-        )
-        if cpu is not None and cpu > limits.max_cpu_fraction:
-            reasons.append(f"{row['tag']} used {cpu:.0%} of a core (> {limits.max_cpu_fraction:.0%})")
-        lag = row.get("loop_lag_p99_s")
-        if lag is not None and lag > limits.max_loop_lag_s:
-            reasons.append(
-                f"{row['tag']} loop lag p99 {lag * 1e3:.1f} ms > {limits.max_loop_lag_s * 1e3:g} ms"
-            )
-    return {"valid": not reasons, "invalid_reasons": reasons, "workers": workers}
+        window=window,
+        latency_s=latency,
+        throughput=throughput,
+        accuracy=accuracy_table(ok),
+        timing=timing,
+        generator=judge(
+            timing, latency.schedule_lag, kinds, throughput.missing_usage, len(ok), health, limits
+        ),
+    )
 
 
 def summarize(
@@ -219,7 +265,7 @@ def summarize(
     slo: Slo | None = None,
     limits: Generator | None = None,
     health: Sequence[dict[str, Any]] = (),
-) -> dict[str, Any]:
+) -> RunSummary:
     """Per-stage summaries and run totals from request records (any order, any number of workers)."""
     slo, limits = slo or Slo(), limits or Generator()
     stages: dict[int, list[RequestRecord]] = defaultdict(list)
@@ -230,27 +276,41 @@ def summarize(
         if row.get("event") == "stage_done":
             stage_health[int(row["index"])].append(row)
     ok_measured = [r for r in records if r.phase == "measure" and r.status == "ok"]
-    return {
-        "run_id": records[0].run_id if records else None,
-        "records": len(records),
-        "by_status": {s: sum(1 for r in records if r.status == s) for s in STATUSES},
-        "stages": [summarize_stage(stages[i], slo, limits, stage_health[i]) for i in sorted(stages)],
-        "accuracy": accuracy_table(ok_measured),
-        "formulas": FORMULAS,
-    }
+    return RunSummary(
+        run_id=records[0].run_id if records else None,
+        records=len(records),
+        by_status={s: sum(1 for r in records if r.status == s) for s in STATUSES},
+        stages=[summarize_stage(stages[i], slo, limits, stage_health[i]) for i in sorted(stages)],
+        accuracy=accuracy_table(ok_measured),
+        formulas=FORMULAS,
+    )
 
 
-def summarize_run(run_dir: Path, slo: Slo | None = None, limits: Generator | None = None) -> dict[str, Any]:
+def read_health(path: Path) -> list[dict[str, Any]]:
+    """generator.jsonl rows; a torn last line (a crashed run) is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def summarize_run(run_dir: Path, slo: Slo | None = None, limits: Generator | None = None) -> RunSummary:
     """Recompute a run's summary from its directory (records.jsonl, optional generator.jsonl/run.json)."""
     run_config = run_dir / "run.json"
     if run_config.is_file() and (slo is None or limits is None):
         profile = json.loads(run_config.read_text(encoding="utf-8"))["profile"]
         slo = slo or Slo.model_validate(profile.get("slo", {}))
         limits = limits or Generator.model_validate(profile.get("generator", {}))
-    health_path = run_dir / "generator.jsonl"
-    health = (
-        [json.loads(line) for line in health_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if health_path.is_file()
-        else []
+    return summarize(
+        read_records(run_dir / "records.jsonl"), slo, limits, read_health(run_dir / "generator.jsonl")
     )
-    return summarize(read_records(run_dir / "records.jsonl"), slo, limits, health)
+
+
+def read_summary(path: Path) -> RunSummary:
+    """A summary.json written by this version (schema_version 2)."""
+    return RunSummary.model_validate_json(path.read_text(encoding="utf-8"))

@@ -29,6 +29,7 @@ from loadgen.profile import RunConfig
 from loadgen.records import BackgroundWriter, Phase, RequestRecord
 from loadgen.schedule import ClosedLoopPhases, OpenLoopPhases, StagePlan, build_plans
 from loadgen.sse import parse_reply
+from loadgen.stats import quantile_sorted
 from loadgen.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ActiveStage:
     opened: OpenLoopPhases | None
     done_sent: bool = False
     cpu_at_start: float = 0.0
+    runqueue_at_start: int = 0  # /proc/self/schedstat run-queue wait (ns) when the stage started
     sends: int = 0  # closed loop: this process's sends so far (its cycle slots: position + workers * k)
 
 
@@ -61,6 +63,15 @@ class Done:
     scheduled_ns: int | None
     request_id: str
     reply: RawReply
+
+
+def _runqueue_wait_ns() -> int | None:
+    """Time this thread spent runnable but waiting for a CPU (Linux /proc/self/schedstat), or None."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as handle:
+            return int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _cpu_s() -> float:
@@ -138,6 +149,7 @@ class WorkerRuntime:
             closed=ClosedLoopPhases(plan, workers, position) if plan.mode == "closed" else None,
             opened=OpenLoopPhases(plan) if plan.mode == "open" else None,
             cpu_at_start=_cpu_s(),
+            runqueue_at_start=_runqueue_wait_ns() or 0,
         )
         self.loop_lags = []
         if plan.mode == "open":
@@ -164,6 +176,12 @@ class WorkerRuntime:
         if elapsed < 0:
             gevent.sleep(min(-elapsed, 0.05))
             return
+        if stage.closed.done(elapsed):
+            # This worker's part of the stage is over (its share of measure_requests sent, or the planned
+            # time passed): send nothing more until the next stage. Checked and counted without a yield
+            # in between, so no stream can send past the count.
+            self.stage_changed.wait(0.05)
+            return
         slot = stage.position + stage.workers * stage.sends  # the workers interleave one cycle
         stage.sends += 1
         model, task_index = self.workload.draw(rng, slot)
@@ -189,7 +207,10 @@ class WorkerRuntime:
         cap = self.profile.generator.max_inflight
         for index, offset, rng in arrivals(stage.plan, self.profile.arrival, self.profile.seed):
             model, task_index = self.workload.draw(rng, index)  # every worker draws every arrival
-            phase = stage.opened.phase(offset) or "cooldown"
+            phase = stage.opened.phase(offset)
+            if phase is None:  # the stage's plan is over (every worker stops at the same arrival)
+                changed.wait()
+                return
             if index % stage.workers != stage.position:
                 continue
             target_ns = stage.start_ns + int(offset * 1e9)
@@ -363,10 +384,12 @@ class WorkerRuntime:
 
     def health(self, stage: ActiveStage, elapsed_s: float) -> dict[str, Any]:
         lags = sorted(self.loop_lags)
+        waited = _runqueue_wait_ns()
         return {
             "cpu_s": _cpu_s() - stage.cpu_at_start,
             "wall_s": elapsed_s,
-            "loop_lag_p99_s": lags[int(0.99 * (len(lags) - 1))] if lags else None,
+            "runqueue_wait_s": (waited - stage.runqueue_at_start) / 1e9 if waited is not None else None,
+            "loop_lag_p99_s": quantile_sorted(lags, 0.99) if lags else None,
             "loop_lag_max_s": lags[-1] if lags else None,
         }
 

@@ -24,6 +24,9 @@ class ServerConfig:
     request_log: str | None = None  # append each request's x-request-id, one per line
     timing_log: str | None = None  # per stream: request id, receipt, first-token send, end (perf_counter ns)
     realtime: bool = False  # SCHED_FIFO (or a lower nice value) so a busy machine does not delay sends
+    # One FIFO engine that generates this many tokens/s: a request of n tokens holds it n / capacity s and
+    # its first token waits for it, so above capacity / n requests/s TTFT grows as a queue's wait would.
+    capacity_tps: float | None = None
 
 
 def parse_args(argv: list[str] | None) -> ServerConfig:
@@ -45,6 +48,12 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
     )
     parser.add_argument("--die-after-requests", type=int, default=None)
     parser.add_argument("--realtime", action="store_true", help="run with SCHED_FIFO (or nice -10) priority")
+    parser.add_argument(
+        "--capacity-tps",
+        type=float,
+        default=None,
+        help="tokens/s of one FIFO engine: above capacity / output_len requests/s, TTFT grows as a queue",
+    )
     args = parser.parse_args(argv)
     return ServerConfig(
         host=args.host,
@@ -60,4 +69,5 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
         timing_log=args.timing_log,
         realtime=args.realtime,
         die_after_requests=args.die_after_requests,
+        capacity_tps=args.capacity_tps,
     )

@@ -10,6 +10,8 @@ bytes. The server measures its own lateness (send time minus deadline) and repor
 Run: ``python -m loadgen.calibration.server --port 8100 --ttft-ms 100 --itl-ms 10 --output-len 64``.
 Faults for tests: ``--fault non_sse|malformed|http500`` and ``--die-after-s S`` (the process exits
 abruptly S seconds after the first request, resetting every open stream) or ``--die-after-requests N``.
+A knee for SLO searches: ``--capacity-tps C`` (one FIFO engine of C tokens/s; TTFT grows as a queue
+above C / output_len requests/s).
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class CalibrationServer:
         self.priority = "default"
         self.frames_cache: dict[tuple[bool, str, int, int, bool], protocol.StreamFrames] = {}
         self.ttft_ns = int(config.ttft_ms * 1e6)
+        self.engine_free_ns = 0  # --capacity-tps: when the FIFO engine is next free (perf_counter ns)
         self.itl_ns = int(config.itl_ms * 1e6)
         reduce_timer_slack()
 
@@ -328,11 +331,23 @@ class CalibrationServer:
         elif path == "/calibration/reset" and method == "POST":
             self.stats = ServerStats()
             self.started_wall = time.monotonic()
+            self.engine_free_ns = 0
             self._reply(conn, protocol.json_response(200, {"reset": True}, close))
         else:
             self._reply(
                 conn, protocol.error_response(404, f"no route {method} {path}", "NotFoundError", close)
             )
+
+    def _admit(self, at: int, tokens: int) -> int:
+        """When the request's programmed generation starts: at once, or (``--capacity-tps``) when the one
+        FIFO engine is free; it then holds the engine for tokens / capacity seconds."""
+        capacity = self.config.capacity_tps
+        if capacity is None:
+            return at
+        start = max(at, self.engine_free_ns)
+        self.engine_free_ns = start + int(tokens / capacity * 1e9)
+        self.stats.queued += start > at
+        return start
 
     def _completion(self, conn: _Conn, chat: bool, headers: dict[str, str], raw: bytes, at: int) -> None:
         close = conn.close_after
@@ -369,6 +384,7 @@ class CalibrationServer:
         if asked:
             total = min(total, int(asked))
         total = max(1, total)
+        start = self._admit(at, total)  # the programmed timing counts from here
         prompt_tokens = protocol.estimate_prompt_tokens(body)
         stream_opts = body.get("stream_options") or {}
         if not body.get("stream") or config.fault == "non_sse":
@@ -384,7 +400,7 @@ class CalibrationServer:
             frames = protocol.StreamFrames(
                 first=b"", token=b"", tail=protocol.json_response(200, reply, close), malformed=b""
             )
-            stream = _Stream(conn, frames, at + self.ttft_ns + (total - 1) * self.itl_ns, 0, 0)
+            stream = _Stream(conn, frames, start + self.ttft_ns + (total - 1) * self.itl_ns, 0, 0)
             conn.stream = stream
             self.open_streams += 1
             self._schedule(stream.first_deadline, stream)
@@ -406,7 +422,7 @@ class CalibrationServer:
             )
         frames = cached
         self._send(conn, protocol.STREAM_HEAD)
-        stream = _Stream(conn, frames, at + self.ttft_ns, self.itl_ns, total)
+        stream = _Stream(conn, frames, start + self.ttft_ns, self.itl_ns, total)
         stream.request_id, stream.received_ns = request_id, at
         conn.stream = stream
         self.open_streams += 1

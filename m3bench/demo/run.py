@@ -338,8 +338,8 @@ class Demo:
                     "run_dir": str(result.run_dir.relative_to(self.results)),
                 }
             )
-            passed = sum(int(row["pass"]) for row in result.summary["accuracy"].get(model, {}).values())
-            asked = sum(stage["counts"]["by_phase"].get("measure", 0) for stage in result.summary["stages"])
+            passed = sum(cell.passed for cell in result.summary.accuracy.get(model, {}).values())
+            asked = sum(stage.counts.by_phase.get("measure", 0) for stage in result.summary.stages)
             self.say(f"accuracy {model} at {concurrency}: {passed} of {asked} passed ({lap} planned)")
             if "interrupted" in result.warnings:
                 raise KeyboardInterrupt

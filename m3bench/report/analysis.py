@@ -138,11 +138,11 @@ def analyze_sweep(sweep: LoadedSweep, options: ReportOptions) -> dict[str, Any]:
         "accelerators_per_replica": entry.accelerators_per_replica,
         "price_per_accelerator_hour": price,
         "run_dir": entry.run_dir,
-        "run_id": sweep.summary.get("run_id"),
+        "run_id": sweep.summary.run_id,
         "mode": sweep.mode,
         "profile": sweep.run_config.get("profile", {}).get("name"),
         "endpoint": sweep.run_config.get("endpoint"),
-        "records": sweep.summary["records"],
+        "records": sweep.summary.records,
         "levels": [_level_row(level, slos, level in levels) for level in sweep.levels],
         "excluded_levels": [level.stage for level in sweep.levels if level not in levels],
         "saturation": {

@@ -11,19 +11,14 @@ two sets: the generator's preflight requests reach the engine but are not run re
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from loadgen import metric_names as client
+from loadgen.stats import BucketQuantile, histogram_quantile
 from observability.dashboards import server_metric_names as server
 from observability.verify import Client, Window
 
-
-@dataclass(frozen=True)
-class Quantile:
-    estimate: float
-    lower: float  # bounds of the bucket that holds the quantile
-    upper: float
+Quantile = BucketQuantile  # estimate and the bounds of the bucket that holds it
 
 
 @dataclass(frozen=True)
@@ -42,22 +37,13 @@ class SideBySide:
 
 
 def quantile(buckets: dict[float, float], q: float) -> Quantile:
-    """Prometheus' histogram_quantile on cumulative buckets {le: count}, with the bucket's bounds."""
-    bounds = sorted(buckets)
-    total = buckets[bounds[-1]]
-    if total <= 0:
-        raise ValueError("empty histogram")
-    rank = q * total
-    previous_bound, previous_count = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return Quantile(previous_bound, previous_bound, bound)
-            share = (rank - previous_count) / (count - previous_count) if count > previous_count else 1.0
-            return Quantile(previous_bound + (bound - previous_bound) * share, previous_bound, bound)
-        previous_bound, previous_count = bound, count
-    raise ValueError("no +Inf bucket")
+    """Prometheus' histogram_quantile on cumulative buckets {le: count}, with the bucket's bounds.
+
+    It must stay histogram-based: Prometheus keeps only bucket counts, not the values, so the
+    order-statistic percentile of ``loadgen.stats.quantile`` cannot be taken. It is
+    ``loadgen.stats.histogram_quantile`` (the same linear interpolation, inside the bucket).
+    """
+    return histogram_quantile(sorted(buckets.items()), q)
 
 
 def _buckets(prometheus: Client, expr: str, at: float, label: str) -> dict[str, dict[float, float]]:

@@ -136,8 +136,8 @@ def test_server_dying_mid_run_gives_error_records_and_a_summary(tasks: Path, tmp
     assert time.monotonic() - started < 60
     statuses = {r.status for r in read_records(result.records_path)}
     assert {"ok", "disconnect"} <= statuses
-    stage = result.summary["stages"][0]
-    assert stage["counts"]["measure_by_status"]["disconnect"] > 0
+    stage = result.summary.stages[0]
+    assert stage.counts.measure_by_status["disconnect"] > 0
     assert (result.run_dir / "summary.json").is_file()
     cut = [
         r
@@ -152,5 +152,5 @@ def test_server_dying_mid_run_gives_error_records_and_a_summary(tasks: Path, tmp
     assert {grade for status, grade in graded if status != "ok"} == {"ungraded"}
     ok = [r for r in read_records(result.records_path) if r.status == "ok"]
     accuracy = accuracy_table(ok)["calib"]["en"]
-    assert accuracy["accuracy"] == 0.0
-    assert accuracy["fail"] == accuracy["graded"] > 0
+    assert accuracy.accuracy == 0.0
+    assert accuracy.fail == accuracy.graded > 0

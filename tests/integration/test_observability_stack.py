@@ -105,12 +105,12 @@ def test_every_panel_and_rule_on_real_scraped_data(tmp_path: Path, monkeypatch: 
             for mode, run_id in runs.items():
                 result = _load(stack.endpoint, tasks, tmp_path / "load", prom, mode, run_id)
                 assert result.records > 0
-                assert result.summary["by_status"]["ok"] == result.records
+                assert result.summary.by_status["ok"] == result.records
             with calibration_server("--ttft-ms", "40", "--itl-ms", "5", "--models", CALIBRATED) as calibrated:
                 result = _load(
                     calibrated.url, tasks, tmp_path / "load", prom, "open", calibrated_run, CALIBRATED
                 )
-                assert result.summary["by_status"]["ok"] == result.records
+                assert result.summary.by_status["ok"] == result.records
             end = time.time()
             time.sleep(4)  # the engine's last export, its scrape, and one rule evaluation
             window = verify.Window(

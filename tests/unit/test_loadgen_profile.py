@@ -40,7 +40,7 @@ def test_file_profile(tmp_path: Path) -> None:
         ("{mode: open, stages: [{rate: 2}]}", "bounded by measure_s, measure_requests or both"),
         ("{mode: open, stages: [{rate: 2, concurrency: 3, measure_s: 1}]}", "exactly one of concurrency"),
         ("{mode: open, stages: [{rate: 2, measure_s: 1, ramp_s: 3}]}", "must fit inside warmup_s"),
-        ("{mode: sideways, stages: []}", "mode: Input should be 'closed' or 'open'"),
+        ("{mode: sideways, stages: []}", "mode: Input should be 'closed', 'open' or 'search'"),
         ("{mode: open}", "either stages or a sweep"),
         ("mode: [unclosed", "not valid YAML"),
         ("no-such-profile", "neither a file, a built-in"),

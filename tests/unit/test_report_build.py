@@ -30,7 +30,7 @@ def _write_level(
     fail_languages: tuple[str, ...] = (),
     start_ns: int = 0,
 ) -> float:
-    """N ok requests, one every ``gap_s``, all with the same timing; returns the expected throughput."""
+    """N ok requests, one every ``gap_s``, all with the same timing; returns the expected request rate."""
     e2e_ns = int(ttft_s * S) + (TOKENS - 1) * ITL_NS
     for j in range(N):
         sent = start_ns + int(j * gap_s * S)
@@ -60,7 +60,9 @@ def _write_level(
                 grade="fail" if language in fail_languages else "pass",
             )
         )
-    return N / ((N - 1) * gap_s + e2e_ns / S)
+    # loadgen.summary: requests that ended inside the measure window (first to last measure send) / window
+    sends = [start_ns + int(j * gap_s * S) for j in range(N)]
+    return sum(sent + e2e_ns <= sends[-1] for sent in sends) / ((sends[-1] - sends[0]) / S)
 
 
 def _sweep(
