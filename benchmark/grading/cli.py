@@ -119,7 +119,8 @@ def grade(
     _print_table(cells, ks)
     typer.echo(
         f"{len(good)} answers ({distinct} distinct gradings, {len(bad)} bad lines) in {wall:.1f} s "
-        f"({extra['answers_per_s']} answers/s, {workers} workers) -> {results_path}, {summary_path}"
+        f"({extra['answers_per_s']} answers/s, {workers} worker{'s' if workers != 1 else ''}) "
+        f"-> {results_path}, {summary_path}"
     )
 
 
