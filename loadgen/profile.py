@@ -54,15 +54,85 @@ class StageTimes(_Model):
         return self
 
 
+class TraceSpec(_Model):
+    """Open loop: one arrival per trace row at its offset from the stage start (loadgen/traces).
+
+    The row's task is the one whose estimated prompt length (UTF-8 bytes / ``bytes_per_token`` +
+    ``image_tokens`` per image) is closest to the row's input length; its output length is sent as
+    ``max_tokens`` and enforced by ``output_length``: ``ignore_eos`` (vLLM), ``min_tokens`` (= max_tokens),
+    or ``max_tokens`` (a cap only: the task's stop strings kept). The stage's measure phase runs from
+    ``warmup_s`` to the trace's end; ``measure_s``/``measure_requests`` cut it shorter."""
+
+    path: Path
+    format: Literal["auto", "mooncake", "azure", "burstgpt", "m3bench"] = "auto"
+    start_s: float = Field(default=0.0, ge=0, description="Window start, seconds into the trace.")
+    duration_s: float | None = Field(default=None, gt=0, description="Window length (trace seconds).")
+    speedup: float | None = Field(default=None, gt=0, description="Divide every offset by this.")
+    rate: float | None = Field(default=None, gt=0, description="Rescale to this mean rate (keeps bursts).")
+    bytes_per_token: float = Field(default=3.5, gt=0)
+    image_tokens: int = Field(default=0, ge=0, description="Prompt tokens one image counts for.")
+    output_length: Literal["ignore_eos", "min_tokens", "max_tokens"] = "ignore_eos"
+    bucket_s: float = Field(default=10.0, gt=0, description="Summary: width of the over-time buckets.")
+
+    @model_validator(mode="after")
+    def _readable(self) -> TraceSpec:
+        if self.speedup is not None and self.rate is not None:
+            raise ValueError("a trace sets speedup or rate, not both")
+        self.path = self.path.expanduser().resolve()
+        if not self.path.is_file():
+            raise ValueError(f"trace {self.path} does not exist")
+        return self
+
+
+class ThinkTime(_Model):
+    """A user's pause between a reply's end and the next question: constant, exponential or log-normal
+    (``mean_s`` is the mean in every case; ``sigma`` is the log-normal's shape)."""
+
+    kind: Literal["constant", "exponential", "lognormal"] = "exponential"
+    mean_s: float = Field(default=2.0, ge=0)
+    sigma: float = Field(default=0.5, gt=0)
+
+
+class SessionSpec(_Model):
+    """Open loop: each arrival starts a conversation about a task's image (turn 0, graded), then
+    ``follow_ups_min``..``follow_ups_max`` follow-up questions (uniform), each sent a think time after the
+    previous reply ended, with every earlier turn (image, question, answer) in the history
+    (``loadgen/sessions.py``). ``rate`` is new sessions per second."""
+
+    follow_ups_min: int = Field(default=1, ge=0)
+    follow_ups_max: int = Field(default=3, ge=0)
+    think_time: ThinkTime = Field(default_factory=ThinkTime)
+    follow_up_max_tokens: int = Field(default=32, gt=0)
+    questions: list[str] | None = Field(
+        default=None, min_length=1, description="Follow-up questions (default: loadgen.sessions.QUESTIONS)."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> SessionSpec:
+        if self.follow_ups_max < self.follow_ups_min:
+            raise ValueError("follow_ups_max must be >= follow_ups_min")
+        return self
+
+
 class Stage(StageTimes):
     name: str | None = None
     concurrency: int | None = Field(default=None, ge=1, description="Closed loop: concurrent streams.")
     rate: float | None = Field(default=None, gt=0, description="Open loop: requests per second.")
+    trace: TraceSpec | None = Field(default=None, description="Open loop: replay a trace's arrivals.")
+    sessions: SessionSpec | None = Field(default=None, description="Open loop: arrivals start conversations.")
 
     @model_validator(mode="after")
     def _one_target(self) -> Stage:
-        if (self.concurrency is None) == (self.rate is None):
-            raise ValueError("a stage sets exactly one of concurrency (closed loop) or rate (open loop)")
+        if sum(value is not None for value in (self.concurrency, self.rate, self.trace)) != 1:
+            raise ValueError(
+                "a stage sets exactly one of concurrency (closed loop), rate or trace (open loop)"
+            )
+        if self.sessions is not None and self.rate is None:
+            raise ValueError("a session stage sets rate (new conversations per second)")
+        if self.trace is not None:
+            if self.ramp_s > 0:
+                raise ValueError("a trace stage has no ramp (the trace's own arrivals are the load)")
+            return self
         if self.measure_s is None and self.measure_requests is None:
             raise ValueError("a stage is bounded by measure_s, measure_requests or both")
         return self
@@ -185,8 +255,8 @@ class Profile(_Model):
         for index, stage in enumerate(self.resolved_stages()):
             if self.mode == "closed" and stage.concurrency is None:
                 raise ValueError(f"stage {index}: closed-loop stages set concurrency, not rate")
-            if self.mode == "open" and stage.rate is None:
-                raise ValueError(f"stage {index}: open-loop stages set rate, not concurrency")
+            if self.mode == "open" and stage.rate is None and stage.trace is None:
+                raise ValueError(f"stage {index}: open-loop stages set rate or trace, not concurrency")
         names = [stage.name for stage in self.resolved_stages()]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
@@ -208,7 +278,13 @@ class Profile(_Model):
         named = []
         for index, stage in enumerate(stages):
             if stage.name is None:
-                label = f"c{stage.concurrency}" if stage.concurrency is not None else f"r{stage.rate:g}"
+                label = (
+                    f"c{stage.concurrency}"
+                    if stage.concurrency is not None
+                    else f"r{stage.rate:g}"
+                    if stage.rate is not None
+                    else "trace"
+                )
                 named.append(stage.model_copy(update={"name": f"s{index}-{label}"}))
             else:
                 named.append(stage)

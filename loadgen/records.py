@@ -41,6 +41,9 @@ class RequestRecord(BaseModel):
     task_group: str | None = Field(
         default=None, description="The task's metadata.group, e.g. 'image' or 'text-only'."
     )
+    trace_line: int | None = Field(default=None, description="Trace stage: the row's line in its file.")
+    session_id: str | None = Field(default=None, description="Session stage: the conversation's id.")
+    turn: int | None = Field(default=None, description="Session stage: 0 = first question, 1.. follow-ups.")
     language: str
     scheduled_ns: int | None = Field(
         default=None, description="Open loop: the absolute target send time. Closed loop: None."

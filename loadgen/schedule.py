@@ -18,7 +18,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from loadgen.profile import Arrival, Profile
+from loadgen.profile import Arrival, Profile, SessionSpec, Stage, TraceSpec
 from loadgen.records import Mode, Phase
 
 
@@ -34,6 +34,8 @@ class StagePlan:
     measure_s: float | None
     measure_requests: int | None
     cooldown_s: float
+    trace: TraceSpec | None = None  # a trace stage: one arrival per row (loadgen.traces.replay)
+    sessions: SessionSpec | None = None  # a session stage: each arrival starts a conversation
 
     @property
     def planned_s(self) -> float | None:
@@ -47,6 +49,10 @@ def build_plans(profile: Profile) -> list[StagePlan]:
     plans: list[StagePlan] = []
     previous = 0.0
     for index, stage in enumerate(profile.resolved_stages()):
+        if stage.trace is not None:
+            plans.append(_trace_plan(index, stage, stage.trace))
+            previous = plans[-1].target
+            continue
         target = float(stage.concurrency if stage.concurrency is not None else stage.rate or 0.0)
         plans.append(
             StagePlan(
@@ -60,10 +66,40 @@ def build_plans(profile: Profile) -> list[StagePlan]:
                 measure_s=stage.measure_s,
                 measure_requests=stage.measure_requests,
                 cooldown_s=stage.cooldown_s,
+                sessions=stage.sessions,
             )
         )
         previous = target
     return plans
+
+
+def _trace_plan(index: int, stage: Stage, spec: TraceSpec) -> StagePlan:
+    """A trace stage: target = the trace's mean rate; the measure phase runs from warmup to the trace's
+    end (plus ``TAIL_S``, so the last row goes out before a worker reports the stage done), unless
+    ``measure_s`` ends it sooner."""
+    from loadgen.traces import replay
+    from loadgen.traces.formats import TraceError
+    from loadgen.traces.transform import offered_rate
+
+    chosen = replay.rows(spec)
+    span = replay.span_s(spec)
+    if stage.warmup_s >= span:
+        raise TraceError(f"stage {index}: warmup_s {stage.warmup_s:g} s covers the whole trace ({span:g} s)")
+    until_end = span - stage.warmup_s + replay.TAIL_S
+    rate = offered_rate(chosen) or float(len(chosen))
+    return StagePlan(
+        index=index,
+        name=stage.name or f"s{index}",
+        mode="open",
+        target=rate,
+        previous_target=rate,
+        ramp_s=0.0,
+        warmup_s=stage.warmup_s,
+        measure_s=min(stage.measure_s, until_end) if stage.measure_s is not None else until_end,
+        measure_requests=stage.measure_requests,
+        cooldown_s=stage.cooldown_s,
+        trace=spec,
+    )
 
 
 def share(total: int, workers: int, index: int) -> int:
@@ -105,6 +141,12 @@ def arrivals(plan: StagePlan, arrival: Arrival, seed: int) -> Iterator[tuple[int
     same point on every worker; it must draw the same number of values for every arrival.
     """
     rng = random.Random(f"m3bench:{seed}:{plan.index}")
+    if plan.trace is not None:  # one arrival per row, at the row's offset; the sequence ends with the trace
+        from loadgen.traces import replay
+
+        for index, row in enumerate(replay.rows(plan.trace)):
+            yield index, row.at_s, rng
+        return
     gaps = unit_gaps(arrival, random.Random(f"m3bench-gaps:{seed}:{plan.index}"))
     units = 0.0
     index = 0

@@ -265,8 +265,13 @@ def summarize(
     slo: Slo | None = None,
     limits: Generator | None = None,
     health: Sequence[dict[str, Any]] = (),
+    bucket_s: float = 10.0,
 ) -> RunSummary:
-    """Per-stage summaries and run totals from request records (any order, any number of workers)."""
+    """Per-stage summaries and run totals from request records (any order, any number of workers).
+    Trace and session stages also get figures over time (``bucket_s`` wide) and by turn
+    (``loadgen.traffic``)."""
+    from loadgen.traffic import add_traffic
+
     slo, limits = slo or Slo(), limits or Generator()
     stages: dict[int, list[RequestRecord]] = defaultdict(list)
     for record in records:
@@ -280,7 +285,12 @@ def summarize(
         run_id=records[0].run_id if records else None,
         records=len(records),
         by_status={s: sum(1 for r in records if r.status == s) for s in STATUSES},
-        stages=[summarize_stage(stages[i], slo, limits, stage_health[i]) for i in sorted(stages)],
+        stages=[
+            add_traffic(
+                summarize_stage(stages[i], slo, limits, stage_health[i]), stages[i], slo, health, bucket_s
+            )
+            for i in sorted(stages)
+        ],
         accuracy=accuracy_table(ok_measured),
         formulas=FORMULAS,
     )
@@ -306,8 +316,14 @@ def summarize_run(run_dir: Path, slo: Slo | None = None, limits: Generator | Non
         profile = json.loads(run_config.read_text(encoding="utf-8"))["profile"]
         slo = slo or Slo.model_validate(profile.get("slo", {}))
         limits = limits or Generator.model_validate(profile.get("generator", {}))
+    from loadgen.traffic import bucket_width
+
     return summarize(
-        read_records(run_dir / "records.jsonl"), slo, limits, read_health(run_dir / "generator.jsonl")
+        read_records(run_dir / "records.jsonl"),
+        slo,
+        limits,
+        read_health(run_dir / "generator.jsonl"),
+        bucket_width(run_config),
     )
 
 

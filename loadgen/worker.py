@@ -28,8 +28,10 @@ from loadgen.http_stream import ConnectionPool, Endpoint, RawReply, build_reques
 from loadgen.profile import RunConfig
 from loadgen.records import BackgroundWriter, Phase, RequestRecord
 from loadgen.schedule import ClosedLoopPhases, OpenLoopPhases, StagePlan, build_plans
+from loadgen.sessions import Conversations, Turn, run_session
 from loadgen.sse import parse_reply
 from loadgen.stats import quantile_sorted
+from loadgen.traces.replay import Replay, ReplayRow
 from loadgen.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ class Done:
     scheduled_ns: int | None
     request_id: str
     reply: RawReply
+    trace_line: int | None = None  # a trace stage: the row's line in the trace file
+    turn: Turn | None = None  # a session stage: the conversation and turn
 
 
 def _runqueue_wait_ns() -> int | None:
@@ -93,6 +97,10 @@ class WorkerRuntime:
         )
         self.workload.warm(pause=lambda: gevent.sleep(0))
         self.tasks_by_index = self.workload.tasks
+        self.replays = {  # trace stages: row -> task and output length, mapped before any stage starts
+            plan.index: Replay(plan.trace, self.workload.tasks) for plan in self.plans if plan.trace
+        }
+        self.conversations: dict[int, Conversations] = {}  # session stages: follow-up bodies per stage
         self.chat = profile.request.api == "chat"
         self.pool = ConnectionPool(self.endpoint, profile.request.connect_timeout_s)
         self.writer = BackgroundWriter(run_dir / "records" / f"{tag}.jsonl")
@@ -205,8 +213,13 @@ class WorkerRuntime:
         assert stage.opened is not None
         changed = self.stage_changed
         cap = self.profile.generator.max_inflight
+        replay = self.replays.get(stage.plan.index)
+        gauge_second = -1
         for index, offset, rng in arrivals(stage.plan, self.profile.arrival, self.profile.seed):
             model, task_index = self.workload.draw(rng, index)  # every worker draws every arrival
+            row = replay.rows[index] if replay is not None else None
+            if row is not None:
+                task_index = row.task_index  # the trace row's task (loadgen/traces/mapping.py)
             phase = stage.opened.phase(offset)
             if phase is None:  # the stage's plan is over (every worker stops at the same arrival)
                 changed.wait()
@@ -224,24 +237,58 @@ class WorkerRuntime:
             while self.inflight + self.spawned >= cap:
                 gevent.sleep(0.001)
             self.spawned += 1  # counted until perform starts, so a drain cannot miss it
-            gevent.spawn(self._perform_spawned, stage, phase, model, task_index, target_ns)
+            if stage.plan.sessions is not None:  # arrival = a new conversation (loadgen/sessions.py)
+                gevent.spawn(self._session_spawned, stage, phase, model, task_index, target_ns, index)
+            else:
+                gevent.spawn(self._perform_spawned, stage, phase, model, task_index, target_ns, row=row)
+            if replay is not None and int(offset) != gauge_second:  # the trace's rate, once a second
+                gauge_second = int(offset)
+                self.metrics.target_rate(stage.plan.name, replay.offered_rate(offset) / stage.workers)
+        if replay is not None:  # every row is sent: nothing more until the next stage or the drain
+            changed.wait()
 
     def _perform_spawned(
-        self, stage: ActiveStage, phase: Phase, model: str, task_index: int, scheduled_ns: int
+        self,
+        stage: ActiveStage,
+        phase: Phase,
+        model: str,
+        task_index: int,
+        scheduled_ns: int,
+        *,
+        row: ReplayRow | None = None,
     ) -> None:
         self.spawned -= 1
-        self.perform(stage, phase, model, task_index, scheduled_ns)
+        self.perform(stage, phase, model, task_index, scheduled_ns, row=row)
+
+    def _session_spawned(  # noqa: PLR0917 - gevent.spawn's arguments
+        self, stage: ActiveStage, phase: Phase, model: str, task_index: int, scheduled_ns: int, index: int
+    ) -> None:
+        self.spawned -= 1
+        run_session(self, stage, phase, model, task_index, scheduled_ns, index)
 
     # ------------------------------------------------------------ one request
     def perform(
-        self, stage: ActiveStage, phase: Phase, model: str, task_index: int, scheduled_ns: int | None
+        self,
+        stage: ActiveStage,
+        phase: Phase,
+        model: str,
+        task_index: int,
+        scheduled_ns: int | None,
+        *,
+        row: ReplayRow | None = None,
+        turn: Turn | None = None,
     ) -> RawReply:
-        """Send one request and read its reply; everything else happens later, when the loop is idle."""
+        """Send one request and read its reply; everything else happens later, when the loop is idle.
+        ``row``: a trace row, whose output length replaces the task's (spliced into the prebuilt body)."""
         request_id = f"{self.run_id}-{self.tag}-{next(self.seq)}"
         headers = f"x-request-id: {request_id}\r\n{self.auth}"
-        request = build_request(
-            self.endpoint, self.workload.path, self.workload.body(task_index, model), headers
-        )
+        if turn is not None and turn.body is not None:
+            body = turn.body  # a follow-up: the conversation so far (loadgen/sessions.py)
+        elif row is not None:
+            body = self.workload.body(task_index, model, row.length, row.keep_stop)
+        else:
+            body = self.workload.body(task_index, model)
+        request = build_request(self.endpoint, self.workload.path, body, headers)
         self.inflight += 1
         self.metrics.inflight(model, 1)
         try:
@@ -249,7 +296,9 @@ class WorkerRuntime:
         finally:
             self.inflight -= 1
             self.metrics.inflight(model, -1)
-        self.finishing.append(Done(stage, phase, model, task_index, scheduled_ns, request_id, reply))
+        line = row.line if row is not None else None
+        done = Done(stage, phase, model, task_index, scheduled_ns, request_id, reply, line, turn)
+        self.finishing.append(done)
         self.finish_wakeup.set()
         return reply
 
@@ -289,6 +338,9 @@ class WorkerRuntime:
             worker=self.tag,
             model=model,
             task_id=task.id,
+            trace_line=done.trace_line,
+            session_id=done.turn.session_id if done.turn is not None else None,
+            turn=done.turn.index if done.turn is not None else None,
             task_group=task.metadata.group,
             language=task.natural_language,
             scheduled_ns=scheduled_ns,
@@ -313,7 +365,7 @@ class WorkerRuntime:
         self.writer.write_line(line)
         self.metrics.observe(record)
         self._fire_locust_event(record, len(reply.body))
-        if self.grader is not None and record.status == "ok":
+        if self.grader is not None and record.status == "ok" and not record.turn:  # follow-ups carry no task
             self.grader.submit(
                 task,
                 record.output,

@@ -108,11 +108,20 @@ class Workload:
             return model, pool[int(pick_task * len(pool))]
         return model, int(pick_task * len(self.tasks))
 
-    def body(self, task_index: int, model: str) -> bytes:
+    def body(self, task_index: int, model: str, length: bytes | None = None, keep_stop: bool = True) -> bytes:
+        """The task's prebuilt body with the model spliced in; ``length`` (a trace row's output-length
+        members, ``loadgen.traces.replay.length_fields``) replaces its ``max_tokens``, and its ``stop``
+        too unless ``keep_stop``. Both are the body's last keys (``_build``), so this is a cut, no parse."""
         base = self._bodies.get(task_index)
         if base is None:
             base = self._bodies[task_index] = self._build(self.tasks[task_index])
-        return base[:-1] + b',"model":' + json.dumps(model).encode() + b"}"
+        tail = b',"model":' + json.dumps(model).encode() + b"}"
+        if length is None:
+            return base[:-1] + tail
+        at_max = base.rfind(b',"max_tokens":')
+        at_stop = base.rfind(b',"stop":', 0, at_max)
+        cut = at_max if keep_stop or at_stop < 0 else at_stop
+        return base[:cut] + length + tail
 
     def _image_url(self, task: TaskRecord, index: int) -> str:
         image = task.images[index]
@@ -152,6 +161,9 @@ class Workload:
         body["stream_options"] = {"include_usage": True}
         body.update(options.extra_body)
         body.pop("model", None)
+        for key in ("stop", "max_tokens"):  # last, in this order: body(length=...) cuts them off
+            if key in body:
+                body[key] = body.pop(key)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     def warm(self, pause: Callable[[], None] | None = None) -> None:

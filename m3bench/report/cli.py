@@ -33,7 +33,14 @@ def report(  # noqa: PLR0917 - Typer options
     ] = False,
     out: Annotated[Path | None, typer.Option(help="Output directory (default RESULTS_DIR/report)")] = None,
 ) -> None:
-    """Write report.html, report.md and report.json from RESULTS_DIR's saved results."""
+    """Write report.html, report.md and report.json from RESULTS_DIR's saved results (a load run's
+    directory instead: its trace stages over time and session stages by turn, traffic.md/html)."""
+    if (results_dir / "records.jsonl").is_file() and not (results_dir / "index.json").is_file():
+        from m3bench.report.traffic import write_traffic_report
+
+        for kind, path in write_traffic_report(results_dir, out).items():
+            typer.echo(f"{kind}: {path}")
+        return
     from m3bench.report import ReportError, ReportOptions, build_report  # lazy: keeps `m3bench --help` fast
 
     try:

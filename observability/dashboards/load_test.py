@@ -73,6 +73,25 @@ def build() -> sdk.Dashboard:
             width=8,
         )
     )
+    board = board.with_panel(
+        timeseries(
+            "Open loop / trace replay: offered vs achieved arrivals",
+            "Offered: sum over generator processes of m3bench_target_rate; in a trace stage each process "
+            "sets it once a second to its share of the trace's rows in the last 10 s (the trace's offered "
+            "rate over time). Achieved: open-loop requests per second, counted by their schedule-lag "
+            "observation when they end (every open-loop request has one). The summary's over_time buckets "
+            "hold the exact per-bucket counts from the records.",
+            "reqps",
+            [
+                Q(f'sum({client.TARGET_RATE.name}{{run_id=~"$run"}})', "offered"),
+                Q(
+                    f'sum(rate({client.SCHEDULE_LAG.name}_count{{run_id=~"$run"}}[$__rate_interval]))',
+                    "achieved",
+                ),
+            ],
+            width=24,
+        )
+    )
     board = board.with_row(sdk.Row("Latency (client side)"))
     board = board.with_panel(_p50_p99(client.TTFT, "TTFT", "time to first token"))
     board = board.with_panel(_p50_p99(client.ITL, "ITL", "inter-token latency"))
