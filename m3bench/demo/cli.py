@@ -24,7 +24,19 @@ def demo(  # noqa: PLR0917 - Typer options
     models: Annotated[
         list[str] | None, typer.Option("--model", help="Embedded models to sweep (repeat).")
     ] = None,
-    concurrency: Annotated[list[int] | None, typer.Option(help="Closed-loop levels (repeat).")] = None,
+    concurrency: Annotated[
+        list[int] | None, typer.Option(help="Closed-loop levels (repeat); fixes them instead of probing.")
+    ] = None,
+    levels: Annotated[
+        str | None, typer.Option(help="probe (levels placed around the knee a quick probe finds) or fixed.")
+    ] = None,
+    priority: Annotated[
+        str | None,
+        typer.Option(
+            help="The load generator's priority: realtime (SCHED_FIFO; root), high (nice -10), default."
+        ),
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(help="Ray nodes on this machine.")] = None,
     measure_s: Annotated[float | None, typer.Option(help="Measured seconds per level.")] = None,
     port_base: Annotated[int | None, typer.Option(help="First of the Ray cluster's ports.")] = None,
     http_port: Annotated[int | None, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = None,
@@ -62,6 +74,13 @@ def demo(  # noqa: PLR0917 - Typer options
         values["scale_model"] = None
     if concurrency:
         values["concurrencies"] = concurrency
+        values["levels"] = "fixed"
+    if levels is not None:
+        values["levels"] = levels
+    if priority is not None:
+        values["generator_priority"] = priority
+    if nodes is not None:
+        values["nodes"] = nodes
     if measure_s is not None:
         values["measure_s"] = measure_s
     values["accuracy"] = accuracy
@@ -75,6 +94,7 @@ def demo(  # noqa: PLR0917 - Typer options
         message = str(detail["msg"]).removeprefix("Value error, ")
         raise typer.BadParameter(f"{where}: {message}" if where else message) from None
 
+    from m3bench.demo.display import DemoDisplay
     from m3bench.demo.run import Demo
 
     def _terminate(_signum: int, _frame: object) -> None:
@@ -82,9 +102,11 @@ def demo(  # noqa: PLR0917 - Typer options
 
     signal.signal(signal.SIGTERM, _terminate)
     t0 = time.monotonic()
-    run = Demo(settings, lambda m: err.print(f"[dim]{time.monotonic() - t0:6.0f}s[/] {m}", highlight=False))
+    display = DemoDisplay(err)  # a live panel; every line goes to <run>/demo.log
+    run = Demo(settings, display.say, display)
     try:
-        out = run.run()
+        with display:
+            out = run.run()
     except KeyboardInterrupt:
         err.print(f"[red]interrupted[/]: everything started was stopped; records kept in {run.results}")
         raise typer.Exit(130) from None

@@ -25,14 +25,28 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from m3bench.demo.settings import DemoSettings, embedded_spec
 
+if TYPE_CHECKING:
+    from m3bench.demo.display import DemoDisplay
+
 Say = Callable[[str], None]
 ACCELERATOR = "cpu-{n}core"
+
+
+def _machine_load() -> dict[str, Any]:
+    """`uptime`'s figures: load averages, and the other processes' use of the machine right now."""
+    with open("/proc/loadavg", encoding="ascii") as f:
+        one, five, fifteen, running = f.read().split()[:4]
+    return {
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "uptime": f"load average: {one}, {five}, {fifteen} (runnable/all tasks {running})",
+        "loadavg": [float(one), float(five), float(fifteen)],
+    }
 
 
 def _versions() -> dict[str, str | None]:
@@ -74,20 +88,28 @@ def demo_catalog(settings: DemoSettings) -> dict[str, Any]:
         entries.append({"id": model, "replicas": 1, **base})
         if model == settings.scale_model:
             entries.append({"id": scale_id(model), "replicas": 2, **base})
-    return {
+    catalog: dict[str, Any] = {
         "name": "m3bench-demo",
         "description": "m3bench demo: embedded tiny VLMs, INT4 and BF16, on vLLM's CPU backend.",
         "stream_batching_interval_ms": 0,
         "models": entries,
     }
+    from serving.catalog import Catalog
+
+    if "ingress" in Catalog.model_fields:  # the serving mode, where this catalog version has it
+        haproxy = settings.ingress == "haproxy"
+        catalog |= {"ingress": settings.ingress, "direct_streaming": haproxy}
+    return catalog
 
 
-def _profile(settings: DemoSettings, file_sd: Path, seed: int) -> dict[str, Any]:
+def _profile(
+    settings: DemoSettings, file_sd: Path, seed: int, concurrencies: list[int] | None = None
+) -> dict[str, Any]:
     return {
         "name": "demo-closed-sweep",
         "mode": "closed",
         "sweep": {
-            "concurrencies": settings.concurrencies,
+            "concurrencies": concurrencies or settings.concurrencies,
             "warmup_s": settings.warmup_s,
             "measure_s": settings.measure_s,
         },
@@ -96,9 +118,18 @@ def _profile(settings: DemoSettings, file_sd: Path, seed: int) -> dict[str, Any]
         # 50 to 768 tokens); accuracy comes from the accuracy runs, which let answers end naturally.
         "request": {"max_tokens": settings.max_tokens, "extra_body": {"ignore_eos": True}, "timeout_s": 120},
         "slo": {"ttft_s": settings.slo_ttft_p99_s, "tpot_s": settings.slo_tpot_p99_s},
-        "generator": {"workers": 0, "file_sd_path": str(file_sd)},
+        "generator": {"workers": 0, "file_sd_path": str(file_sd), "priority": settings.generator_priority},
         "seed": seed,
     }
+
+
+def _probe_profile(settings: DemoSettings, file_sd: Path, seed: int) -> dict[str, Any]:
+    """The quick probe before a 1-replica sweep: 1 stream and ``probe_concurrency`` streams, briefly."""
+    profile = _profile(settings, file_sd, seed, [1, settings.probe_concurrency])
+    profile["name"] = "demo-probe"
+    profile["sweep"] |= {"warmup_s": settings.probe_warmup_s, "measure_s": settings.probe_measure_s}
+    profile["grading"] = {"enabled": False}  # the probe only counts requests
+    return profile
 
 
 def _accuracy_profile(
@@ -117,7 +148,7 @@ def _accuracy_profile(
         "sampling": {"by": "cycle", "languages": settings.accuracy_languages},
         "request": {"temperature": 0.0, "timeout_s": 300},
         "slo": {"ttft_s": settings.slo_ttft_p99_s, "tpot_s": settings.slo_tpot_p99_s},
-        "generator": {"workers": 0, "file_sd_path": str(file_sd)},
+        "generator": {"workers": 0, "file_sd_path": str(file_sd), "priority": settings.generator_priority},
         "seed": seed,
     }
 
@@ -133,9 +164,15 @@ def model_facts(model: str) -> dict[str, Any]:
 
 
 class Demo:
-    def __init__(self, settings: DemoSettings, say: Say) -> None:
+    def __init__(self, settings: DemoSettings, say: Say, display: DemoDisplay | None = None) -> None:
         self.settings = settings
         self.say = say
+        self.display = display
+        self.levels: dict[str, list[int]] = {}  # served name -> the sweep's concurrency levels
+        self.probes: dict[str, dict[str, Any]] = {}  # model -> what its probe measured and chose
+        self.phase_windows: dict[str, tuple[int, int]] = {}  # phase -> (start, end) wall ns
+        self.machine_load: dict[str, Any] = {}
+        self.engine_caps: dict[str, Any] = {}
         self.run_id = dt.datetime.now(dt.UTC).strftime("demo-%Y%m%d-%H%M%S")
         self.results = (settings.results_root / self.run_id).resolve()
         self.started = dt.datetime.now(dt.UTC)
@@ -143,17 +180,34 @@ class Demo:
         self.trained: dict[str, bool] = {}  # model -> its manifest says it was trained
 
     def _phase(self, name: str, fn: Callable[[], Any]) -> Any:
+        if self.display is not None:
+            self.display.phase(name)
         self.say(f"== {name}")
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time_ns()
         out = fn()
         self.phase_s[name] = round(time.perf_counter() - t0, 1)
+        self.phase_windows[name] = (wall0, time.time_ns())
         self.say(f"== {name}: done in {self.phase_s[name]:.0f} s")
         return out
 
     def run(self) -> Path:
+        from loadgen.cpu_attribution import CpuSampler
+
         self.results.mkdir(parents=True, exist_ok=True)
+        if self.display is not None:
+            self.display.open_log(self.results / "demo.log")  # every line, the per-second ones included
         self.say(f"results: {self.results}")
-        tasks_dir = self._phase("tasks", self._build_tasks)
+        self.machine_load["before"] = _machine_load()
+        self.say(f"machine before the run: {self.machine_load['before']['uptime']}")
+        with CpuSampler(self.results / "cpu.jsonl", interval_s=2.0):  # the whole demo: the machine's load
+            out = self._run()
+        self.machine_load["after"] = _machine_load()
+        self.say(f"machine after the run: {self.machine_load['after']['uptime']}")
+        self._write_run_file(self.tasks_dir)
+        return out
+
+    def _run(self) -> Path:
+        tasks_dir = self.tasks_dir = self._phase("tasks", self._build_tasks)
         accuracy_dir = (
             self._phase("accuracy tasks", self._build_accuracy_tasks) if self.settings.accuracy else None
         )
@@ -177,7 +231,6 @@ class Demo:
             if sweeps:
                 self._write_index(sweeps, accuracy, serve_info=self._serve_info())
         self._phase("report", self._report)
-        self._write_run_file(tasks_dir)
         return self.results
 
     # -- phases --------------------------------------------------------------------------------
@@ -232,7 +285,7 @@ class Demo:
         from serving.stack import PortPlan, ServeStack, StackConfig
 
         # Ray exports metrics every 10 s by default: too coarse for levels of a few seconds.
-        os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
+        os.environ.setdefault("RAY_metrics_report_interval_ms", str(self.settings.ray_metrics_interval_ms))
         config = StackConfig(
             ports=PortPlan(base=self.settings.serve_port_base, http=self.settings.http_port),
             nodes=self.settings.nodes,
@@ -244,7 +297,42 @@ class Demo:
         serve.up()
         self.say(f"endpoint: {serve.endpoint}")
         self.serve = serve
+        if self.settings.replica_cpu_quota:
+            self._cap_engines(stack, self.settings.replica_cpu_quota)
         return serve
+
+    def _cores_per_replica(self) -> float:
+        """What one replica is sold as: its engine's cap where it has one, else its threads."""
+        quota = self.engine_caps.get("quota_cores")
+        return float(quota) if quota else float(self.settings.threads_per_replica)
+
+    def _cap_engines(self, stack: ExitStack, quota: float) -> None:
+        """Each of this cluster's vLLM engines in its own CPU cgroup capped at ``quota`` cores."""
+        from m3bench.demo.cpuslice import EngineSlices, engine_pids
+        from serving.stack.cluster import LocalRayCluster
+
+        state = self.serve.state
+        mine = (
+            {p.pid for p in LocalRayCluster.from_state(state.cluster).processes()}
+            if state is not None and state.cluster
+            else set()
+        )
+        pids = engine_pids(mine)
+        slices = EngineSlices(f"m3bench-{self.run_id}", quota)
+        why = slices.apply(pids)
+        stack.callback(slices.remove)
+        if why is None:
+            self.engine_caps = {"quota_cores": quota, "engines": len(pids)}
+            self.say(f"engines: {len(pids)} vLLM engine(s), each capped at {quota:g} core (CPU cgroup)")
+        else:
+            self.engine_caps = {"quota_cores": None, "why_not": why}
+            self.say(f"warning: engines not capped ({why}); one replica is an uncapped thread")
+
+    def _endpoint(self, endpoint: str, served: str) -> str:
+        """A model's own base URL where the stack gives each model one (direct streaming), else the one."""
+        state = getattr(getattr(self, "serve", None), "state", None)
+        endpoints: dict[str, str] = getattr(state, "model_endpoints", None) or {}
+        return endpoints.get(served, endpoint)
 
     def _serve_info(self) -> dict[str, Any]:
         serve = getattr(self, "serve", None)
@@ -266,6 +354,8 @@ class Demo:
         last = [""]
 
         def progress(status: dict[str, Any]) -> None:
+            if self.display is not None:
+                self.display.load_status(status)
             line = format_progress(status)
             if line and line != last[0]:  # the status file is polled every second
                 last[0] = line
@@ -279,16 +369,20 @@ class Demo:
         targets = [(m, m, 1) for m in self.settings.models]
         if self.settings.scale_model:
             targets.append((scale_id(self.settings.scale_model), self.settings.scale_model, 2))
+        settings = self.settings
         for index, (served, model, replicas) in enumerate(targets, start=1):
-            self.say(
-                f"sweep {index}/{len(targets)}: {served} ({replicas} replica(s)), "
-                f"concurrency {self.settings.concurrencies}"
-            )
+            levels = self._levels_for(endpoint, tasks_dir, prom, model, replicas=replicas, seed=index)
+            self.levels[served] = levels
+            if self.display is not None:
+                planned = len(levels) * (settings.warmup_s + settings.measure_s) + 5.0
+                self.display.target(f"{served} ({replicas} replica(s))", levels, planned)
+            self.say(f"sweep {index}/{len(targets)}: {served} ({replicas} replica(s)), concurrency {levels}")
             run_id = f"{self.run_id}-{served}"
             profile = Profile.model_validate(
-                _profile(self.settings, prom.loadgen_sd_path(run_id), seed=index)
+                _profile(settings, prom.loadgen_sd_path(run_id), seed=index, concurrencies=levels)
             )
-            result = self._load(endpoint, tasks_dir, served, profile, run_id)
+            result = self._load(self._endpoint(endpoint, served), tasks_dir, served, profile, run_id)
+            self._level_validity(served, result.run_dir)
             sweeps.append(
                 {
                     "name": f"{model} x{replicas}",
@@ -296,15 +390,80 @@ class Demo:
                     "served_name": served,
                     **model_facts(model),
                     "replicas": replicas,
-                    "accelerator": ACCELERATOR.format(n=self.settings.threads_per_replica),
+                    "accelerator": ACCELERATOR.format(n=f"{self._cores_per_replica():g}"),
                     "price_per_accelerator_hour": self.settings.price_per_core_hour
-                    * self.settings.threads_per_replica,
+                    * self._cores_per_replica(),
                     "run_dir": str(result.run_dir.relative_to(self.results)),
                 }
             )
             self.say(f"sweep {served}: {result.records} records")
             if "interrupted" in result.warnings:  # run_load stops its processes and returns on Ctrl-C
                 raise KeyboardInterrupt
+
+    def _levels_for(
+        self, endpoint: str, tasks_dir: Path, prom: Any, model: str, *, replicas: int, seed: int
+    ) -> list[int]:
+        """The sweep's concurrency levels: fixed, or placed around the knee a quick probe found
+        (``m3bench.demo.levels``); an N-replica sweep takes its model's 1-replica levels x N."""
+        from loadgen.profile import Profile
+        from loadgen.summary import read_summary
+        from m3bench.demo.levels import Probe, choose_levels, knee, scaled
+
+        settings = self.settings
+        if settings.levels == "fixed":
+            return list(settings.concurrencies)
+        if replicas > 1 and model in self.levels:
+            return scaled(self.levels[model], replicas, settings.max_concurrency)
+        run_id = f"{self.run_id}-{model}-probe"
+        if self.display is not None:
+            self.display.target(f"{model} probe", [1, settings.probe_concurrency])
+        self.say(
+            f"probe {model}: 1 and {settings.probe_concurrency} streams, {settings.probe_measure_s:g} s each"
+        )
+        profile = Profile.model_validate(_probe_profile(settings, prom.loadgen_sd_path(run_id), seed))
+        result = self._load(self._endpoint(endpoint, model), tasks_dir, model, profile, run_id)
+        if "interrupted" in result.warnings:
+            raise KeyboardInterrupt
+        stages = read_summary(result.run_dir / "summary.json").stages
+        probes = [Probe(int(st.target), st.throughput.requests_per_s, st.counts.ok) for st in stages]
+        streams = knee(probes[0], probes[-1]) if len(probes) == 2 else None
+        levels = choose_levels(streams, settings.probe_concurrency, settings.max_concurrency)
+        self.probes[model] = {
+            "run_dir": str(result.run_dir.relative_to(self.results)),
+            "throughput": {str(pr.concurrency): pr.throughput for pr in probes},
+            "knee_streams": None if streams is None else round(streams, 2),
+            "levels": levels,
+        }
+        rates = ", ".join(f"{pr.throughput or 0:.2f} req/s at {pr.concurrency}" for pr in probes)
+        knee_text = f"knee near {streams:.1f} streams" if streams is not None else "no knee estimate"
+        self.say(f"levels {model}: {levels} (probe: {rates}; {knee_text})")
+        return levels
+
+    def _level_validity(self, served: str, run_dir: Path) -> None:
+        """Each level's validity, for the live display and one line per sweep."""
+        from loadgen.summary import read_summary
+
+        rows = []
+        for stage in read_summary(run_dir / "summary.json").stages:
+            lags = [w.loop_lag_p99_s for w in stage.generator.workers if w.loop_lag_p99_s is not None]
+            rows.append(
+                {
+                    "label": f"{served} {stage.stage}",
+                    "stage": stage.stage,
+                    "valid": stage.generator.valid,
+                    "loop_lag_p99_s": max(lags) if lags else None,
+                    "read_delay_p99_s": stage.timing.read_delay_s.p99,
+                    "ok": stage.counts.ok,
+                    "rate": stage.throughput.requests_per_s,
+                }
+            )
+        if self.display is not None:
+            self.display.level_results(rows)
+        valid = sum(bool(r["valid"]) for r in rows)
+        detail = "; ".join(
+            f"{r['stage']} {r['rate'] or 0:.2f} req/s{'' if r['valid'] else ' INVALID'}" for r in rows
+        )
+        self.say(f"sweep {served}: {valid}/{len(rows)} levels valid ({detail})")
 
     def _accuracy_all(
         self, endpoint: str, tasks_dir: Path, prom: Any, accuracy: list[dict[str, Any]]
@@ -316,7 +475,7 @@ class Demo:
         lap = Workload(
             tasks_dir, ["any"], Sampling(languages=settings.accuracy_languages), RequestOptions()
         ).lap
-        saturation = max(settings.concurrencies)
+        saturation = max(self.levels.get(settings.saturation_model or "", settings.concurrencies))
         runs = [(model, "low", 1) for model in settings.models]
         if settings.saturation_model and saturation > 1:
             runs.append((settings.saturation_model, "saturation", saturation))
@@ -329,7 +488,7 @@ class Demo:
             profile = Profile.model_validate(
                 _accuracy_profile(settings, prom.loadgen_sd_path(run_id), seed, concurrency, lap)
             )
-            result = self._load(endpoint, tasks_dir, model, profile, run_id)
+            result = self._load(self._endpoint(endpoint, model), tasks_dir, model, profile, run_id)
             accuracy.append(
                 {
                     "model": model,
@@ -401,7 +560,13 @@ class Demo:
                 "machine": {
                     "cpus": os.cpu_count(),
                     "processor": platform.processor() or platform.machine(),
-                    "one_replica": f"{self.settings.threads_per_replica} CPU thread(s), unbound",
+                    "one_replica": f"{self.settings.threads_per_replica} CPU thread(s), unbound"
+                    + (
+                        f", engine capped at {self.engine_caps['quota_cores']:g} core (CPU cgroup quota)"
+                        if self.engine_caps.get("quota_cores")
+                        else ""
+                    ),
+                    "load_generator": f"priority {self.settings.generator_priority}",
                 },
                 "notes": [*notes, f"Serve info: {json.dumps(serve_info.get('versions', {}))}"],
                 "accuracy_note": accuracy_note,
@@ -425,12 +590,27 @@ class Demo:
         for kind, path in paths.items():
             self.say(f"report ({kind}): {path}")
 
+    def _cpu_by_phase(self) -> dict[str, Any]:
+        """Where the machine's CPU went in each phase (the demo-wide sampler's cpu.jsonl)."""
+        from loadgen.cpu_attribution import Window, read_samples, summarize_window
+
+        rows = read_samples(self.results / "cpu.jsonl")
+        return {
+            name: summarize_window(rows, Window(name, start, end))
+            for name, (start, end) in self.phase_windows.items()
+        }
+
     def _write_run_file(self, tasks_dir: Path) -> None:
         data = {
             "run_id": self.run_id,
             "settings": json.loads(self.settings.model_dump_json()),
             "tasks": str(tasks_dir),
             "phase_seconds": self.phase_s,
+            "levels": self.levels,
+            "probes": self.probes,
+            "machine_load": self.machine_load,
+            "engine_caps": self.engine_caps,
+            "cpu_by_phase": self._cpu_by_phase(),
             "wall_seconds": round((dt.datetime.now(dt.UTC) - self.started).total_seconds(), 1),
             "versions": _versions(),
         }

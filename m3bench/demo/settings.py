@@ -35,9 +35,25 @@ class DemoSettings(BaseModel):
     scale_model: str | None = Field(
         default="tiny-llava-awq", description="Also swept at 2 replicas, to check the planner."
     )
-    concurrencies: list[int] = Field(default=[1, 2, 4, 8], min_length=1)
-    warmup_s: float = Field(default=5.0, ge=0)
-    measure_s: float = Field(default=20.0, gt=0)
+    levels: Literal["probe", "fixed"] = Field(
+        default="probe",
+        description="probe: a short run at 1 and probe_concurrency streams estimates where throughput stops "
+        "growing, and each 1-replica sweep's levels are placed around it (the 2-replica sweep uses its "
+        "model's levels x replicas); fixed: `concurrencies` as given.",
+    )
+    concurrencies: list[int] = Field(default=[1, 2, 4, 8], min_length=1, description="levels: fixed.")
+    probe_concurrency: int = Field(default=16, ge=2, description="The probe's high level (engine batch).")
+    probe_warmup_s: float = Field(default=2.0, ge=0)
+    probe_measure_s: float = Field(default=5.0, gt=0)
+    max_concurrency: int = Field(default=96, ge=1, description="No probed level above this.")
+    warmup_s: float = Field(default=2.0, ge=0)
+    measure_s: float = Field(default=12.0, gt=0)
+    generator_priority: Literal["default", "high", "realtime"] = Field(
+        default="realtime",
+        description="The load generator's scheduling: realtime (SCHED_FIFO, root or CAP_SYS_NICE) lets it "
+        "preempt the serving stack for the few ms each read needs; it falls back to high (nice -10), then "
+        "default, with a warning where the privilege is missing.",
+    )
     problems_per_language: int = Field(default=8, ge=1, description="HumanEval problems per language.")
     max_tokens: int = Field(default=48, ge=1, description="Fixed output length of the sweeps (ignore_eos).")
     accuracy: bool = Field(
@@ -62,6 +78,22 @@ class DemoSettings(BaseModel):
         default="tiny-llava-awq", description="Also asked every accuracy task at the highest concurrency."
     )
     nodes: int = Field(default=2, ge=1, description="Ray nodes (head + workers) on this machine.")
+    ingress: Literal["proxy", "haproxy"] = Field(
+        default="proxy",
+        description="proxy: Ray Serve's Python HTTP proxy and ingress; haproxy: Ray's high-throughput mode "
+        "(HAProxy in front, each LLMServer streaming directly), where the serving catalog supports it.",
+    )
+    replica_cpu_quota: float | None = Field(
+        default=None,
+        gt=0,
+        description="Cap each vLLM engine at this many cores (a CPU cgroup quota; root), so one replica is a "
+        "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice).",
+    )
+    ray_metrics_interval_ms: int = Field(
+        default=1000,
+        ge=100,
+        description="How often Ray's processes export metrics (RAY_metrics_report_interval_ms).",
+    )
     threads_per_replica: int = Field(
         default=1, ge=1, description="CPU threads of each engine: one replica = this many cores."
     )
@@ -95,6 +127,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "full": {},
     # The reduced demo the end-to-end test runs: same stack and steps, fewer and shorter levels.
     "quick": {
+        "levels": "fixed",  # no probe: CI checks the stack end to end, the full preset finds the knee
         "concurrencies": [1, 4],
         "warmup_s": 2.0,
         "measure_s": 8.0,

@@ -57,3 +57,32 @@ def test_accuracy_phase_asks_what_the_models_were_trained_on() -> None:
     from serving.embedded.train import TRAIN_PROBLEMS
 
     assert TRAINED_PROBLEMS == TRAIN_PROBLEMS == DemoSettings().accuracy_problems_per_language
+
+
+def test_probe_places_levels_around_the_knee() -> None:
+    from m3bench.demo.levels import Probe, choose_levels, knee, scaled
+
+    # 1 stream: 0.8 req/s; 16 streams: 4 req/s -> the knee is near 5 streams.
+    streams = knee(Probe(1, 0.8, 8), Probe(16, 4.0, 40))
+    assert streams == pytest.approx(5.0)
+    assert choose_levels(streams, 16, 96) == [1, 2, 5, 10, 20]
+    # Throughput still following at 16 streams: the knee is at least 16, the levels reach 4x.
+    assert choose_levels(knee(Probe(1, 1.0, 5), Probe(16, 15.0, 70)), 16, 96) == [1, 8, 15, 30, 60]
+    assert choose_levels(None, 16, 40) == [1, 4, 16, 32, 40]  # a failed probe: a ladder, capped
+    assert knee(Probe(1, None, 0), Probe(16, 3.0, 9)) is None
+    assert scaled([1, 2, 5, 10, 20], 2, 96) == [2, 4, 10, 20, 40]
+
+
+def test_sweeps_run_the_generator_at_the_chosen_priority(tmp_path: Path) -> None:
+    from m3bench.demo.run import _probe_profile, _profile
+
+    settings = DemoSettings()
+    assert settings.generator_priority == "realtime"
+    profile = Profile.model_validate(_profile(settings, tmp_path / "sd.json", 1, [1, 3, 9]))
+    assert profile.generator.priority == "realtime"
+    assert [plan.target for plan in build_plans(profile)] == [1, 3, 9]
+    probe = Profile.model_validate(_probe_profile(settings, tmp_path / "sd.json", 1))
+    assert [plan.target for plan in build_plans(probe)] == [1, settings.probe_concurrency]
+    assert probe.grading.enabled is False
+    low = Profile.model_validate(_profile(DemoSettings(generator_priority="default"), tmp_path / "s", 1))
+    assert low.generator.priority == "default"

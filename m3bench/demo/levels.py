@@ -1,0 +1,60 @@
+"""Load levels that reach the knee: a quick probe, then levels placed around where throughput flattens.
+
+A closed loop at ``c`` streams with per-request latency ``L(c)`` carries ``X(c) = c / L(c)``. Below the
+knee latency barely grows and ``X`` follows ``c``; past it ``X`` stays at the capacity and latency grows
+with ``c`` (Little's law). The probe measures ``X(1)`` and ``X(P)`` at a high level ``P`` (the engine's
+batch size). Unloaded, ``c`` streams would carry ``c * X(1)``, so the knee is near
+
+    c* = X(P) / X(1)      (streams needed to carry the throughput seen at P without queueing)
+
+and the sweep's levels are 1, c*/2, c*, 2 c*, 4 c* (rounded, distinct, at most ``max_concurrency``):
+two levels below or at the knee (where the SLOs hold), two past it (throughput flat: saturation; latency
+4x the knee's: the SLOs break), so the report gets both a capacity and an interpolated rate at SLO. When
+even ``P`` did not flatten (``X(P) / X(1)`` close to ``P``), the knee is at least ``P`` and the levels
+reach 4 P.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Probe:
+    concurrency: int
+    throughput: float | None  # requests/s over the measured window
+    ok: int
+
+
+def knee(low: Probe, high: Probe) -> float | None:
+    """``c*`` from the probe, or None when a probe level completed nothing."""
+    if not low.throughput or not high.throughput or low.ok == 0 or high.ok == 0:
+        return None
+    per_stream = low.throughput / low.concurrency
+    return max(1.0, high.throughput / per_stream)
+
+
+def choose_levels(knee_streams: float | None, probe_high: int, max_concurrency: int) -> list[int]:
+    """Levels around the knee (see the module's docstring); a failed probe falls back to a ladder up to
+    4x the probe's high level."""
+    if knee_streams is None:
+        raw = [1.0, probe_high / 4, probe_high, 2.0 * probe_high, 4.0 * probe_high]
+    else:
+        raw = [1.0, knee_streams / 2, knee_streams, 2 * knee_streams, 4 * knee_streams]
+    levels: list[int] = []
+    for value in raw:
+        level = min(max_concurrency, max(1, round(value)))
+        if level not in levels and (not levels or level > levels[-1]):
+            levels.append(level)
+    return levels
+
+
+def scaled(levels: list[int], replicas: int, max_concurrency: int) -> list[int]:
+    """A ``replicas``-replica sweep's levels: the 1-replica levels times ``replicas`` (same per-replica
+    load, so predicted and measured compare level by level)."""
+    out: list[int] = []
+    for level in levels:
+        value = min(max_concurrency * replicas, level * replicas)
+        if value not in out:
+            out.append(value)
+    return out
