@@ -65,7 +65,8 @@ def run_command(  # noqa: PLR0917 - Typer options
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Skip the endpoint checks")] = False,
 ) -> None:
     """Run a load test and write records, summaries and Prometheus targets."""
-    from loadgen.run import run_load
+    from loadgen.outcome import EXIT_GENERATOR_FAILED
+    from loadgen.run import GeneratorFailedError, run_load
 
     overrides: dict[str, Any] = {}
     if workers is not None:
@@ -93,6 +94,9 @@ def run_command(  # noqa: PLR0917 - Typer options
             _run_search(config)
             return
         result = run_load(config, progress=_progress)
+    except GeneratorFailedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=EXIT_GENERATOR_FAILED) from None
     except LoadgenError as exc:
         raise _fail(str(exc)) from None
     for warning in result.warnings:
@@ -100,6 +104,9 @@ def run_command(  # noqa: PLR0917 - Typer options
     for stage in result.summary.stages:
         typer.echo(stage_line(stage))
     typer.echo(f"results: {result.run_dir}")
+    if result.outcome is not None:  # the last line: counts by status, main cause, exit status
+        typer.echo(result.outcome.line)
+        raise typer.Exit(code=result.outcome.code)
 
 
 def _run_search(config: RunConfig) -> None:

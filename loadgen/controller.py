@@ -158,6 +158,14 @@ class Controller:
         send("m3_drain", {})
         self.generator_log.write_line(json.dumps({"event": "drain"}))
 
+    def stop_early(self, send: Any, drain_s: float) -> None:
+        """A stop signal (``m3bench load run`` got SIGTERM/SIGINT): stop sending now, let open requests
+        finish for at most ``drain_s``, then finish as usual."""
+        if not self.draining:
+            self._begin_drain(send)
+        self.drain_deadline = min(self.drain_deadline, time.monotonic() + drain_s)
+        self.generator_log.write_line(json.dumps({"event": "stop_signal", "drain_s": drain_s}))
+
     def write_status(self) -> None:
         plan = self.plans[self.current] if self.current is not None else None
         status = {

@@ -228,6 +228,18 @@ class Generator(_Model):
     max_cpu_fraction: float = Field(default=0.9, gt=0, le=1, description="Generator CPU use above: invalid.")
 
 
+class Backoff(_Model):
+    """Closed loop: a stream that gets an immediate 5xx waits before its next send (a dead replica
+    answers 500 in milliseconds; re-sending at once hammers it). Doubles per consecutive immediate 5xx
+    of the same stream up to ``max_s``; a reply that is not an immediate 5xx resets it. Every wait is
+    counted in the summary (``run.backoff``)."""
+
+    enabled: bool = True
+    immediate_s: float = Field(default=1.0, gt=0, description="A 5xx back within this is immediate.")
+    initial_s: float = Field(default=0.1, gt=0, description="First wait after an immediate 5xx.")
+    max_s: float = Field(default=2.0, gt=0, description="Longest wait.")
+
+
 class Profile(_Model):
     name: str = "custom"
     mode: Literal["closed", "open", "search"]
@@ -240,6 +252,13 @@ class Profile(_Model):
     slo: Slo = Field(default_factory=Slo)
     generator: Generator = Field(default_factory=Generator)
     seed: int = 0
+    backoff: Backoff = Field(default_factory=Backoff)
+    max_error_fraction: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="A stage whose measured requests failed more often than this makes the run exit 3.",
+    )
     search: SearchSpec | None = Field(
         default=None, description="mode: search: the SLO search (loadgen/search.py); no stages or sweep."
     )

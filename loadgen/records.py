@@ -69,6 +69,10 @@ class RequestRecord(BaseModel):
     finish_reason: str | None = None
     status: Status
     error: str = ""
+    cause: str | None = Field(
+        default=None,
+        description="Known cause of an error (engine_dead, out_of_memory, bad_request, not_found), or None.",
+    )
     output: str = ""
     grade: Verdict = "ungraded"
     grade_detail: str = ""

@@ -5,6 +5,14 @@
 run.json (resolved config), provenance.json, records.jsonl (merged, graded), records/ (each
 process's own append-only files), generator.jsonl, summary.json and summaries/, prometheus/
 (file_sd targets), logs/.
+
+How a run ends (``RunResult.outcome``, the exit status of ``m3bench load run``): 0 when every stage
+completed and no stage's measured requests failed more often than ``Profile.max_error_fraction``;
+``EXIT_ERRORS`` when they did; ``EXIT_GENERATOR_FAILED`` when Locust failed (start-up error, a process
+that died, a run that overran); ``128 + signal`` after SIGTERM/SIGINT. A signal stops sending at once
+(the master drains: open requests get ``STOP_DRAIN_S``), then the summary is written as usual. The
+Locust processes die with this one: each asks the kernel for a signal when its parent dies
+(``loadgen.locustfile``).
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,14 +34,20 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.merge import reconcile
+from loadgen.outcome import Outcome, judge
 from loadgen.preflight import preflight
-from loadgen.profile import RunConfig
+from loadgen.profile import LoadgenError, RunConfig
 from loadgen.provenance import describe
+from loadgen.records import read_records
 from loadgen.summary import summarize_run
 from loadgen.summary_model import RunInfo, RunSummary
 from loadgen.workload import Workload
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+PARENT_ENV = "M3BENCH_PARENT_PID"  # tells each Locust process whose death must end it
+STOP_SIGNAL = signal.SIGUSR1  # to the Locust master (or single process): stop sending, drain, finish
+PARENT_GONE_SIGNAL = signal.SIGUSR2  # what the kernel sends a Locust process when its parent dies
+STOP_DRAIN_S = 10.0  # after a stop signal, open requests get this long to finish
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -43,6 +59,7 @@ class RunResult:
     records: int
     warnings: list[str] = field(default_factory=list)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+    outcome: Outcome | None = None  # how the run ended: exit status and the last line
 
     @property
     def records_path(self) -> Path:
@@ -166,11 +183,20 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
     provenance["commands"] = _commands(config, run_file)
     (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
     processes = _start(provenance["commands"], run_dir)
-    warnings = _wait(processes, run_dir, config, progress)
+    warnings, problems, interrupted = _wait(processes, run_dir, config, progress)
     exit_codes = {name: process.returncode for name, process in processes.items()}
+    merged = run_dir / "records.jsonl"
+    merged.touch()  # a Locust that failed at start-up never made it
     added = reconcile(run_dir)
     if added:
         warnings.append(f"{added} records were missing from the merged file and were taken from worker files")
+    records = read_records(merged)
+    if problems and not records and interrupted is None:
+        raise GeneratorFailedError(f"the load generator failed: {problems[0]}")
+    from loadgen.schedule import build_plans
+
+    stages = [plan.name for plan in build_plans(profile)]
+    outcome = judge(records, stages, profile.max_error_fraction, problems, interrupted)
     summary = summarize_run(run_dir)
     summary.run = RunInfo(
         run_id=config.run_id,
@@ -179,14 +205,44 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
         profile=profile.name,
         warnings=warnings,
         exit_codes=exit_codes,
+        outcome=outcome.to_json(),
+        backoff=backoff_summary(run_dir, config),
     )
     _write_summaries(run_dir, summary)
-    return RunResult(config.run_id, run_dir, summary, summary.records, warnings, exit_codes)
+    return RunResult(config.run_id, run_dir, summary, summary.records, warnings, exit_codes, outcome)
+
+
+class GeneratorFailedError(LoadgenError):
+    """Locust failed before it recorded anything; the message names the cause from its log."""
+
+
+def backoff_summary(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    """The closed-loop back-off as configured, and the waits each stage took (from generator.jsonl)."""
+    by_stage: dict[str, dict[str, float]] = {}
+    path = run_dir / "generator.jsonl"
+    names = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                row = json.loads(line)
+                if row.get("event") == "stage_start":
+                    names[int(row["index"])] = str(row["name"])
+                elif row.get("event") == "stage_done" and "backoffs" in row:
+                    entry = by_stage.setdefault(names.get(int(row["index"]), str(row["index"])), {})
+                    entry["waits"] = entry.get("waits", 0) + int(row["backoffs"])
+                    entry["wait_s"] = round(entry.get("wait_s", 0.0) + float(row["backoff_s"]), 3)
+    return {
+        **config.profile.backoff.model_dump(),
+        "applies_to": "closed loop",
+        "waits": int(sum(entry.get("waits", 0) for entry in by_stage.values())),
+        "wait_s": round(sum(entry.get("wait_s", 0.0) for entry in by_stage.values()), 3),
+        "by_stage": by_stage,
+    }
 
 
 def _start(commands: dict[str, list[str]], run_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
     for name, command in commands.items():
         log = (run_dir / "logs" / f"{name}.log").open("ab")
         processes[name] = subprocess.Popen(
@@ -214,17 +270,33 @@ def _planned_s(config: RunConfig) -> float:
 
 def _wait(
     processes: dict[str, subprocess.Popen[bytes]], run_dir: Path, config: RunConfig, progress: Progress | None
-) -> list[str]:
+) -> tuple[list[str], list[str], int | None]:
+    """Wait for Locust; returns (warnings, generator problems, the signal that stopped the run)."""
     warnings: list[str] = []
+    problems: list[str] = []
     reported: set[str] = set()
     main = processes.get("master") or processes["local"]
     limit = time.monotonic() + _planned_s(config) + 2 * config.profile.request.timeout_s + 900
     if config.profile.generator.web_ui:
         limit += 24 * 3600.0
+    stop: dict[str, Any] = {"signal": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop["signal"] is not None:
+            raise KeyboardInterrupt  # a second signal: stop the processes now
+        stop["signal"] = signum
+        stop["until"] = time.monotonic() + STOP_DRAIN_S + 20.0
+        with contextlib.suppress(OSError):
+            main.send_signal(STOP_SIGNAL)  # the master stops sending and drains (loadgen.locustfile)
+
+    previous = _install(on_signal)
     try:
         while main.poll() is None:
-            if time.monotonic() > limit:
-                warnings.append("the run overran its plan by far; Locust was stopped")
+            now = time.monotonic()
+            if now > limit:
+                problems.append("the run overran its plan by far; Locust was stopped")
+                break
+            if stop["signal"] is not None and now > stop["until"]:
                 break
             for name, process in processes.items():
                 code = process.poll()
@@ -232,20 +304,65 @@ def _wait(
                     continue
                 if code != 0 or not _finished(run_dir):
                     reported.add(name)
-                    warnings.append(f"{name} exited early with code {code}; see logs/{name}.log")
+                    problems.append(f"{name} exited early with code {code}: {_cause(run_dir, name)}")
             if progress is not None:
                 status = run_dir / "status.json"
                 if status.is_file():
                     with contextlib.suppress(ValueError):
                         progress(json.loads(status.read_text(encoding="utf-8")))
-            time.sleep(1.0)
+            time.sleep(0.2 if stop["signal"] is not None else 1.0)
     except KeyboardInterrupt:
-        warnings.append("interrupted")
+        stop["signal"] = stop["signal"] or signal.SIGINT
     finally:
         _stop(processes)
-    if main.returncode not in (0, None):
-        warnings.append(f"Locust exited with code {main.returncode}; see {run_dir / 'logs'}")
-    return warnings
+        _restore(previous)
+    if stop["signal"] is not None:
+        warnings.append("interrupted")
+    name = "master" if "master" in processes else "local"
+    if main.returncode not in (0, None) and stop["signal"] is None:
+        problems.append(f"Locust exited with code {main.returncode}: {_cause(run_dir, name)}")
+    elif stop["signal"] is None and not problems and not _status(run_dir).get("finished"):
+        problems.append(f"Locust ended before the run finished: {_cause(run_dir, name)}")
+    warnings.extend(problems)
+    return warnings, problems, stop["signal"]
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _install(handler: Any) -> dict[int, Any]:
+    """Our SIGTERM/SIGINT handlers while Locust runs (only the main thread may set them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in _SIGNALS}
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+(?:Error|Exception|Exit|Interrupt)|locust: error)\b.*")
+
+
+def _cause(run_dir: Path, name: str) -> str:
+    """The line of a Locust process's log that says why it failed: its last exception line."""
+    log = run_dir / "logs" / f"{name}.log"
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return f"no log (logs/{name}.log)"
+    telling = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    text = telling[-1] if telling else next((line for line in reversed(lines) if line), "empty log")
+    return f"{text[:300]} (see logs/{name}.log)"
+
+
+def _status(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _finished(run_dir: Path) -> bool:

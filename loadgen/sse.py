@@ -28,6 +28,7 @@ class ParsedReply:
     output_tokens: int | None = None
     finish_reason: str | None = None
     coalesced_reads: int = 0  # reads that carried more than one content event
+    cause: str | None = None  # a known cause of an error (classify_error)
 
 
 def dechunk(body: bytes | bytearray) -> tuple[bytes, list[tuple[int, int]]]:
@@ -114,6 +115,41 @@ def _load_all(datas: list[str]) -> list[Any] | tuple[int, str]:
     return out
 
 
+ERROR_HEAD, ERROR_TAIL = 1000, 1500  # characters kept of a long error: its start and its last lines
+
+# Known causes, tried in order on the whole error text (a traceback names the exception at its end).
+_CAUSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "engine_dead",
+        (
+            "EngineDeadError",
+            "EngineCore encountered an issue",
+            "Engine loop is not running",
+            "engine is dead",
+        ),
+    ),
+    ("out_of_memory", ("OutOfMemoryError", "out of memory", "MemoryError", "Cannot allocate memory")),
+    ("bad_request", ("BadRequestError", "maximum context length", "RequestValidationError")),
+    ("not_found", ("NotFoundError", "does not exist")),
+)
+_CAUSE_BY_STATUS = {400: "bad_request", 413: "bad_request", 422: "bad_request", 404: "not_found"}
+
+
+def clip_error(text: str, head: int = ERROR_HEAD, tail: int = ERROR_TAIL) -> str:
+    """The start and the end of a long error; the end of a traceback names the exception."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]} [... {len(text) - head - tail} characters cut ...] {text[-tail:]}"
+
+
+def classify_error(text: str, http_status: int | None = None) -> str | None:
+    """The known cause an error names (engine_dead, out_of_memory, bad_request, not_found), or None."""
+    for cause, needles in _CAUSES:
+        if any(needle in text for needle in needles):
+            return cause
+    return _CAUSE_BY_STATUS.get(http_status or 0)
+
+
 def _error_text(reply: RawReply) -> str:
     body = bytes(reply.body)
     if "chunked" in reply.headers.get("transfer-encoding", ""):
@@ -128,11 +164,20 @@ def _error_text(reply: RawReply) -> str:
             return f"HTTP {reply.status}: {detail}"
     except ValueError:
         pass
-    return f"HTTP {reply.status}: {body[:200].decode('utf-8', 'replace')}"
+    return f"HTTP {reply.status}: {body.decode('utf-8', 'replace')}"
 
 
 def parse_reply(reply: RawReply, chat: bool = True) -> ParsedReply:
-    """Classify and read one exchange. Partial streams keep whatever tokens did arrive."""
+    """Classify and read one exchange. Partial streams keep whatever tokens did arrive; an error keeps
+    its head and tail (``clip_error``) and its known cause (``classify_error``)."""
+    parsed = _parse(reply, chat)
+    if parsed.status != "ok":
+        parsed.cause = classify_error(parsed.error, reply.status)
+        parsed.error = clip_error(parsed.error)
+    return parsed
+
+
+def _parse(reply: RawReply, chat: bool) -> ParsedReply:
     if reply.error_kind == "connect":
         return ParsedReply("disconnect", reply.error)
     if reply.status is not None and reply.status != 200:

@@ -25,7 +25,7 @@ from gevent.event import Event
 from loadgen.exporter import ClientMetrics
 from loadgen.grading_pool import GradingPool
 from loadgen.http_stream import ConnectionPool, Endpoint, RawReply, build_request, exchange
-from loadgen.profile import RunConfig
+from loadgen.profile import Backoff, RunConfig
 from loadgen.records import BackgroundWriter, Phase, RequestRecord
 from loadgen.schedule import ClosedLoopPhases, OpenLoopPhases, StagePlan, build_plans
 from loadgen.sessions import Conversations, Turn, run_session
@@ -52,6 +52,26 @@ class ActiveStage:
     cpu_at_start: float = 0.0
     runqueue_at_start: int = 0  # /proc/self/schedstat run-queue wait (ns) when the stage started
     sends: int = 0  # closed loop: this process's sends so far (its cycle slots: position + workers * k)
+    backoffs: int = 0  # closed loop: waits after an immediate 5xx (Profile.backoff)
+    backoff_s: float = 0.0  # their total length
+
+
+class StreamBackoff:
+    """One closed-loop stream's wait after an immediate 5xx: ``initial_s``, doubling per consecutive
+    one, at most ``max_s``; any other reply resets it (``Profile.backoff``)."""
+
+    def __init__(self, options: Backoff) -> None:
+        self.options = options
+        self.next_s = options.initial_s
+
+    def wait_after(self, reply: RawReply) -> float:
+        options = self.options
+        quick = reply.end_ns - reply.sent_ns <= options.immediate_s * 1e9
+        if not options.enabled or reply.status is None or reply.status < 500 or not quick:
+            self.next_s = options.initial_s
+            return 0.0
+        wait, self.next_s = self.next_s, min(self.next_s * 2, options.max_s)
+        return min(wait, options.max_s)
 
 
 @dataclass
@@ -175,7 +195,10 @@ class WorkerRuntime:
     def user_rng(self) -> random.Random:
         return random.Random(f"m3bench-user:{self.profile.seed}:{self.tag}:{next(self.user_seq)}")
 
-    def closed_loop_step(self, rng: random.Random) -> None:
+    def stream_backoff(self) -> StreamBackoff:
+        return StreamBackoff(self.profile.backoff)
+
+    def closed_loop_step(self, rng: random.Random, backoff: StreamBackoff | None = None) -> None:
         stage = self.stage
         if stage is None or self.draining or stage.closed is None:
             gevent.sleep(0.05)
@@ -196,6 +219,11 @@ class WorkerRuntime:
         reply = self.perform(stage, stage.closed.phase(elapsed), model, task_index, None)
         if reply.error_kind == "connect":
             gevent.sleep(0.2)  # cannot connect: do not spin on a dead endpoint
+        wait = backoff.wait_after(reply) if backoff is not None else 0.0
+        if wait > 0 and not self.draining:
+            stage.backoffs += 1
+            stage.backoff_s += wait
+            self.stage_changed.wait(wait)  # a new stage or a drain ends the wait
 
     # ------------------------------------------------------------ open loop
     def open_loop_drive(self) -> None:
@@ -358,7 +386,8 @@ class WorkerRuntime:
             output_tokens=parsed.output_tokens,
             finish_reason=parsed.finish_reason,
             status=parsed.status,
-            error=parsed.error[:2000],
+            error=parsed.error,  # already clipped to its head and tail (loadgen.sse.clip_error)
+            cause=parsed.cause,
             output=parsed.text,
         )
         line = record.model_dump_json()
@@ -443,6 +472,8 @@ class WorkerRuntime:
             "runqueue_wait_s": (waited - stage.runqueue_at_start) / 1e9 if waited is not None else None,
             "loop_lag_p99_s": quantile_sorted(lags, 0.99) if lags else None,
             "loop_lag_max_s": lags[-1] if lags else None,
+            "backoffs": stage.backoffs,
+            "backoff_s": round(stage.backoff_s, 3),
         }
 
     def _lag_loop(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,7 @@ class Workload:
             )
         if request.api == "completions" and any(task.images for task in chosen):
             raise LoadgenError("api 'completions' cannot send images: sample text-only groups or use 'chat'")
+        self._check_images(chosen, task_dir)
         self.tasks = chosen
         self.request = request
         self.by = sampling.by
@@ -86,6 +88,21 @@ class Workload:
         self.cycle = [(model, index) for index in order for model in models] if self.by == "cycle" else []
         self._bodies: dict[int, bytes] = {}
         self.path = "/v1/chat/completions" if request.api == "chat" else "/v1/completions"
+
+    def _check_images(self, tasks: list[TaskRecord], task_dir: Path) -> None:
+        """Every image a chosen task names is a readable file (a Locust process would fail at start-up)."""
+        missing = []
+        for task in tasks:
+            for image in task.images:
+                path = self.root / image.path
+                if not path.is_file() or not os.access(path, os.R_OK):
+                    missing.append((task.id, path))
+        if missing:
+            task_id, path = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise LoadgenError(
+                f"task set {task_dir}: task {task_id}: image {path} is missing or unreadable{more}"
+            )
 
     @property
     def lap(self) -> int:
