@@ -37,6 +37,10 @@ def demo(  # noqa: PLR0917 - Typer options
         ),
     ] = None,
     nodes: Annotated[int | None, typer.Option(help="Ray nodes on this machine.")] = None,
+    replica_cpu_quota: Annotated[
+        float | None,
+        typer.Option(help="Cap each vLLM engine at this many cores (CPU cgroup; root); 0: uncapped."),
+    ] = None,
     measure_s: Annotated[float | None, typer.Option(help="Measured seconds per level.")] = None,
     port_base: Annotated[int | None, typer.Option(help="First of the Ray cluster's ports.")] = None,
     http_port: Annotated[int | None, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = None,
@@ -81,6 +85,8 @@ def demo(  # noqa: PLR0917 - Typer options
         values["generator_priority"] = priority
     if nodes is not None:
         values["nodes"] = nodes
+    if replica_cpu_quota is not None:
+        values["replica_cpu_quota"] = replica_cpu_quota or None
     if measure_s is not None:
         values["measure_s"] = measure_s
     values["accuracy"] = accuracy

@@ -84,7 +84,7 @@ class DemoSettings(BaseModel):
         "(HAProxy in front, each LLMServer streaming directly), where the serving catalog supports it.",
     )
     replica_cpu_quota: float | None = Field(
-        default=None,
+        default=0.5,
         gt=0,
         description="Cap each vLLM engine at this many cores (a CPU cgroup quota; root), so one replica is a "
         "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice).",
