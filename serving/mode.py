@@ -95,7 +95,16 @@ def mode_env(catalog: Catalog, *, maxconn: int | None) -> dict[str, str]:
     return env
 
 
-def local_env(catalog: Catalog, haproxy_dir: Path, ports_env: dict[str, str]) -> dict[str, str]:
+def socket_dir(port_base: int) -> Path:
+    """A short directory for HAProxy's Unix sockets. Ray puts each under ``<dir>/<56-hex node id>/``
+    and HAProxy refuses an admin socket path near the 108-byte limit (it adds ``.<pid>.tmp``): under
+    ``/tmp/m3bench-ray-<base>/haproxy`` it did not start (``socket path ... too long``)."""
+    return Path(f"/tmp/m3h-{port_base}")  # noqa: S108 - short on purpose, removed by serve down
+
+
+def local_env(
+    catalog: Catalog, haproxy_dir: Path, sockets: Path, ports_env: dict[str, str]
+) -> dict[str, str]:
     """The mode's variables for a cluster on this machine: MAXCONN from this machine's limit, the
     bundled binary, and HAProxy's files and ports kept inside this stack (Ray's defaults,
     ``/tmp/haproxy-serve`` and ports 9101/8404, would be shared by every stack on the machine)."""
@@ -113,7 +122,8 @@ def local_env(catalog: Catalog, haproxy_dir: Path, ports_env: dict[str, str]) ->
     env.update(
         {
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy_dir / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(sockets / "admin.sock"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(sockets / "metrics.sock"),
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy_dir),
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy_dir / "server-state"),
         }

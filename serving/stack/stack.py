@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -37,7 +38,7 @@ from serving.app import (
     server_info,
 )
 from serving.catalog import Catalog, CatalogError, load_catalog
-from serving.mode import ModeError, apply_to_process, local_env, mode_env
+from serving.mode import ModeError, apply_to_process, local_env, mode_env, socket_dir
 from serving.stack.cluster import LocalRayCluster, NodeSpec
 from serving.stack.ports import PortPlan
 from serving.stack.shm import remember, remove_orphans
@@ -155,9 +156,11 @@ class ServeStack:
         try:
             if cfg.address is None:
                 haproxy_dir = self.temp_dir / "haproxy"
-                env = local_env(self.catalog, haproxy_dir, cfg.ports.haproxy_env())
+                sockets = socket_dir(cfg.ports.base)
+                env = local_env(self.catalog, haproxy_dir, sockets, cfg.ports.haproxy_env())
                 if self.catalog.ingress == "haproxy":
                     haproxy_dir.mkdir(parents=True, exist_ok=True)
+                    sockets.mkdir(parents=True, exist_ok=True)
             else:  # the cluster's own `ray start` must carry them too: `m3bench serve env` prints them
                 env = mode_env(self.catalog, maxconn=None)
             self.mode_env = {**env, **cfg.env}
@@ -398,6 +401,7 @@ def stop_stack(state: StackState, state_dir: Path, say: Progress | None = None) 
         left = cluster.processes()
         if left:
             count += cluster.stop(grace_s=5)
+        shutil.rmtree(socket_dir(cluster.ports.base), ignore_errors=True)  # HAProxy's sockets
         report(f"stopped the local Ray cluster ({count} processes)")
         removed = remove_orphans(state_dir)
         if removed:

@@ -24,6 +24,7 @@ from serving.mode import (
     haproxy_maxconn,
     local_env,
     mode_env,
+    socket_dir,
 )
 from serving.stack import PortPlan
 
@@ -90,13 +91,15 @@ def test_mode_env_writes_every_flag() -> None:
 
 def test_local_env_keeps_haproxy_inside_the_stack(tmp_path: Path) -> None:
     plan = PortPlan(base=41000, http=41150)
-    env = local_env(parse_catalog(catalog()), tmp_path / "haproxy", plan.haproxy_env())
-    for key in (
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC",
-        "RAY_SERVE_HAPROXY_SOCKET_PATH",
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE",
-    ):
+    sockets = socket_dir(plan.base)
+    env = local_env(parse_catalog(catalog()), tmp_path / "haproxy", sockets, plan.haproxy_env())
+    for key in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE"):
         assert env[key].startswith(str(tmp_path / "haproxy") + "/"), key
+    for key in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"):
+        # Ray adds /<56-hex node id>/; HAProxy adds .<pid>.tmp; a Unix socket path holds 107 bytes
+        path = Path(env[key])
+        assert len(str(path.parent / ("f" * 56) / path.name) + ".4194304.tmp") < 107, key
+        assert path.parent == sockets
     ports = [int(v) for k, v in env.items() if k.endswith("_PORT")]
     assert len(ports) == len(set(ports)) == 8
     assert all(plan.base + 150 < p < plan.base + 200 for p in ports)  # free of Ray's own ports
