@@ -368,6 +368,14 @@ def load_profile(spec: str | Path, overrides: dict[str, Any] | None = None) -> P
             target = target.setdefault(parent, {})
         target[leaf] = value
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ProfileError(_one_line(exc, where)) from None
+    if any(stage.trace is not None for stage in profile.resolved_stages()):
+        from loadgen.schedule import build_plans  # reads every trace stage's trace: a bad one fails here
+
+        try:
+            build_plans(profile)
+        except LoadgenError as exc:
+            raise ProfileError(f"invalid profile {where}: {exc}") from None
+    return profile

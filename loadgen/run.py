@@ -167,6 +167,9 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
     config = resolve(config)
     assert config.run_id is not None
     Workload(config.tasks, config.models, config.profile.sampling, config.profile.request)  # fail early
+    from loadgen.schedule import build_plans
+
+    build_plans(config.profile)  # fail early too: a trace stage reads its trace here
     profile = config.profile
     provenance: dict[str, Any] = describe()
     if config.preflight:

@@ -83,7 +83,7 @@ def _trace_plan(index: int, stage: Stage, spec: TraceSpec) -> StagePlan:
 
     chosen = replay.rows(spec)
     span = replay.span_s(spec)
-    if stage.warmup_s >= span:
+    if stage.warmup_s > 0 and stage.warmup_s >= span:
         raise TraceError(f"stage {index}: warmup_s {stage.warmup_s:g} s covers the whole trace ({span:g} s)")
     until_end = span - stage.warmup_s + replay.TAIL_S
     rate = offered_rate(chosen) or float(len(chosen))

@@ -416,3 +416,16 @@ def test_traffic_report_shows_the_over_time_panels(tmp_path: Path) -> None:
     page = paths["html"].read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 1
     assert "<table>" in page
+
+
+def test_a_bad_trace_is_a_one_line_profile_error(tmp_path: Path) -> None:
+    from loadgen.profile import ProfileError, load_profile
+
+    bad = _write(tmp_path / "bad.jsonl", "x\n")
+    with pytest.raises(
+        ProfileError, match=r"^invalid profile \(inline\): trace .*bad.jsonl has no usable row"
+    ):
+        load_profile(json.dumps({"mode": "open", "stages": [{"trace": {"path": str(bad)}}]}))
+    single = _trace_file(tmp_path, [0])
+    profile = load_profile(json.dumps({"mode": "open", "stages": [{"trace": {"path": str(single)}}]}))
+    assert profile.resolved_stages()[0].trace is not None  # one row: a trace of length 0, still a stage
