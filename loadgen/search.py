@@ -222,7 +222,7 @@ class Search:
                 "profile": profile,
                 "run_id": run_id,
                 "out_dir": self.dir / "probes",
-                "preflight": self.runs == 1,
+                "preflight": self.config.preflight and self.runs == 1,
             }
         )
         result = self.run_load(config)
