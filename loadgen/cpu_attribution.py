@@ -82,7 +82,7 @@ def classify(cmdline: str) -> str | None:
     text = cmdline.strip()
     if not text:
         return None
-    if "EngineCore" in text:  # vLLM's engine process titles itself VLLM::EngineCore
+    if "EngineCore" in text or text.startswith("VLLM::"):  # VLLM::EngineCore, its VLLM::Worker processes
         return "vllm_engine"
     if text.startswith("ray::"):
         if "LLMServer" in text or "LLMDeployment" in text:

@@ -37,6 +37,9 @@ def demo(  # noqa: PLR0917 - Typer options
         ),
     ] = None,
     nodes: Annotated[int | None, typer.Option(help="Ray nodes on this machine.")] = None,
+    ray_metrics_interval_ms: Annotated[
+        int | None, typer.Option(help="How often Ray's processes export metrics (ms).")
+    ] = None,
     replica_cpu_quota: Annotated[
         float | None,
         typer.Option(help="Cap each vLLM engine at this many cores (CPU cgroup; root); 0: uncapped."),
@@ -85,6 +88,8 @@ def demo(  # noqa: PLR0917 - Typer options
         values["generator_priority"] = priority
     if nodes is not None:
         values["nodes"] = nodes
+    if ray_metrics_interval_ms is not None:
+        values["ray_metrics_interval_ms"] = ray_metrics_interval_ms
     if replica_cpu_quota is not None:
         values["replica_cpu_quota"] = replica_cpu_quota or None
     if measure_s is not None:

@@ -1,4 +1,4 @@
-"""One replica = a fixed slice of a core: each vLLM engine process in its own CPU cgroup with a quota.
+"""One replica = a fixed slice of a core: each vLLM engine's model process in its own CPU cgroup with a quota.
 
 The planner assumes replicas are independent units: N replicas carry N times one. On a 2-core machine
 an uncapped engine takes a whole core at saturation, so two of them leave nothing for the serving path
@@ -24,20 +24,38 @@ V2 = Path("/sys/fs/cgroup")
 PERIOD_US = 20_000  # short: a capped engine waits at most (1 - quota) x 20 ms at a time
 
 
+def _title(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        )
+    except OSError:
+        return ""
+
+
 def engine_pids(among: set[int] | None = None) -> list[int]:
-    """The vLLM engine-core processes (by command line, as the CPU attribution groups them) on the
-    host, or among ``among`` (one cluster's processes)."""
-    pids = []
+    """The processes that run each vLLM engine's model: its ``VLLM::Worker`` processes (the CPU backend
+    runs the model there and the ``VLLM::EngineCore`` scheduler spins, yielding, while it waits), or
+    the engine core itself where it has no worker process. On the host, or among ``among`` (one
+    cluster's processes)."""
+    titles = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit() or (among is not None and int(name) not in among):
-            continue
-        try:
-            raw = Path(f"/proc/{name}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if classify(raw.replace(b"\0", b" ").decode("utf-8", "replace")) == "vllm_engine":
-            pids.append(int(name))
-    return sorted(pids)
+        if name.isdigit() and (among is None or int(name) in among):
+            title = _title(int(name))
+            if classify(title) == "vllm_engine":
+                titles[int(name)] = title
+    workers = [pid for pid, title in titles.items() if title.startswith("VLLM::Worker")]
+    cores = [pid for pid, title in titles.items() if "EngineCore" in title]
+    with_workers = {_ppid(pid) for pid in workers}
+    return sorted(workers + [pid for pid in cores if pid not in with_workers])
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rfind(")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class EngineSlices:

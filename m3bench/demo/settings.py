@@ -77,22 +77,28 @@ class DemoSettings(BaseModel):
     saturation_model: str | None = Field(
         default="tiny-llava-awq", description="Also asked every accuracy task at the highest concurrency."
     )
-    nodes: int = Field(default=2, ge=1, description="Ray nodes (head + workers) on this machine.")
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        description="Ray nodes (head + workers) on this machine: one, since each node adds its own raylet "
+        "and agents on the same cores (2 replicas need no second node).",
+    )
     ingress: Literal["proxy", "haproxy"] = Field(
         default="proxy",
         description="proxy: Ray Serve's Python HTTP proxy and ingress; haproxy: Ray's high-throughput mode "
         "(HAProxy in front, each LLMServer streaming directly), where the serving catalog supports it.",
     )
     replica_cpu_quota: float | None = Field(
-        default=0.5,
+        default=0.25,
         gt=0,
         description="Cap each vLLM engine at this many cores (a CPU cgroup quota; root), so one replica is a "
         "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice).",
     )
     ray_metrics_interval_ms: int = Field(
-        default=1000,
+        default=10_000,
         ge=100,
-        description="How often Ray's processes export metrics (RAY_metrics_report_interval_ms).",
+        description="How often every Ray process exports metrics (RAY_metrics_report_interval_ms; 10 s is "
+        "Ray's default): a shorter clock costs CPU in every Ray process on the measured cores.",
     )
     threads_per_replica: int = Field(
         default=1, ge=1, description="CPU threads of each engine: one replica = this many cores."

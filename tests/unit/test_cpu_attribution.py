@@ -17,6 +17,7 @@ from loadgen.cpu_attribution import CpuSampler, Window, attribute, classify, rea
     ("cmdline", "group"),
     [
         ("VLLM::EngineCore", "vllm_engine"),
+        ("VLLM::Worker", "vllm_engine"),
         ("ray::ServeReplica:m3bench:LLMServer:tiny-llava-awq", "llm_server"),
         ("ray::ServeReplica:m3bench:OpenAiIngress", "ingress"),
         ("ray::ProxyActor", "proxy"),
