@@ -7,9 +7,10 @@ batch size). Unloaded, ``c`` streams would carry ``c * X(1)``, so the knee is ne
 
     c* = X(P) / X(1)      (streams needed to carry the throughput seen at P without queueing)
 
-and the sweep's levels are 1, c*/2, c*, 2 c*, 4 c* (rounded, distinct, at most ``max_concurrency``):
-two levels below or at the knee (where the SLOs hold), two past it (throughput flat: saturation; latency
-4x the knee's: the SLOs break), so the report gets both a capacity and an interpolated rate at SLO. When
+and the sweep's levels are 1, c*/2, c*, 2 c*, max(4 c*, 2 P) (rounded, distinct, at most
+``max_concurrency``): two levels below or at the knee (where the SLOs hold), two past it (throughput flat:
+saturation; latency 4x the knee's, and at least twice the engine's batch in flight, so requests wait for a
+slot: the SLOs break), so the report gets both a capacity and an interpolated rate at SLO. When
 even ``P`` did not flatten (``X(P) / X(1)`` close to ``P``), the knee is at least ``P`` and the levels
 reach 4 P.
 """
@@ -40,7 +41,8 @@ def choose_levels(knee_streams: float | None, probe_high: int, max_concurrency: 
     if knee_streams is None:
         raw = [1.0, probe_high / 4, probe_high, 2.0 * probe_high, 4.0 * probe_high]
     else:
-        raw = [1.0, knee_streams / 2, knee_streams, 2 * knee_streams, 4 * knee_streams]
+        top = max(4 * knee_streams, 2.0 * probe_high)  # past the engine's batch: requests queue, TTFT grows
+        raw = [1.0, knee_streams / 2, knee_streams, 2 * knee_streams, top]
     levels: list[int] = []
     for value in raw:
         level = min(max_concurrency, max(1, round(value)))
