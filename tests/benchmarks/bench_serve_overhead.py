@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -159,6 +160,8 @@ def start_ray(
         "--http-port", str(args.port_base + 150), "--state-dir", str(state),
     )  # fmt: skip
     down = m3bench_command("serve", "down", "--state-dir", str(state))
+    temp_dir = Path(f"/tmp/m3bench-ray-{args.port_base}")  # serve up's default temp dir
+    stack.callback(lambda: shutil.rmtree(temp_dir, ignore_errors=True))  # runs after `serve down`
     stack.callback(lambda: subprocess.run(down, capture_output=True, timeout=300, check=False))
     with log.open("w") as err:
         done = subprocess.run(up, stdout=subprocess.PIPE, stderr=err, text=True, timeout=1800, check=False)
