@@ -86,6 +86,7 @@ WHERE: dict[str, dict[str, Any]] = {
     },
 }
 _NOT_FLAGS = {"model", "served_model_name", "distributed_executor_backend", "enable_log_requests"}
+_ON_BY_DEFAULT = {"enable_prefix_caching", "enable_chunked_prefill"}  # vLLM's --no-... flags
 # Process groups for CPU attribution, first match wins (Ray titles its workers ray::<Actor>).
 GROUPS: list[tuple[str, Callable[[str], bool]]] = [
     ("haproxy", lambda c: c.split(" ")[0].endswith("haproxy")),
@@ -115,6 +116,8 @@ def bare_server_command(kwargs: dict[str, Any], model: str, port: int) -> list[s
         flag = "--" + key.replace("_", "-")
         if value is True:
             cmd.append(flag)
+        elif value is False and key in _ON_BY_DEFAULT:
+            cmd.append("--no-" + flag.removeprefix("--"))  # else bare vLLM would turn it on
         elif value is not False:
             cmd += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
     return cmd
