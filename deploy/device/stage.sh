@@ -17,15 +17,16 @@
 # Why not pip on the device: nothing is reachable there and the working tree that travels with a
 # call is capped at 64 MiB. So the wheels are installed HERE with `pip install --target` for
 # CPython 3.12 manylinux x86-64 (pure unpacking, no build), packed as one zstd tar (about 360 MiB),
-# split into 54 MiB parts and appended on the device, checked by sha256 and unpacked in seconds.
+# split into 46 MiB parts and appended on the device, checked by sha256 and unpacked in seconds.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STAGE_LOCAL="$ROOT/.stage"
 WHL="$ROOT/.whl"
-# 54 MiB parts leave room under the 64 MiB per call for the tree (~4 MiB) and, with part 0, the
-# zstd decoder (~3 MiB); the last part also brings the task set (~15 MiB).
-PART_MIB="${M3_PART_MIB:-54}"
+# 46 MiB parts leave room under the 64 MiB per call for the tree (about 12 MiB now: translations and
+# docs/results) and, with part 0, the zstd decoder (~3 MiB); the last part, the remainder, also brings
+# the task set (~8 MiB).
+PART_MIB="${M3_PART_MIB:-46}"
 REMOTE="${M3STAGE:-/root/m3stage}"
 
 now() { date +%s.%N; }
