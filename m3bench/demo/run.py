@@ -199,12 +199,15 @@ class Demo:
         self.say(f"results: {self.results}")
         self.machine_load["before"] = _machine_load()
         self.say(f"machine before the run: {self.machine_load['before']['uptime']}")
-        with CpuSampler(self.results / "cpu.jsonl", interval_s=2.0):  # the whole demo: the machine's load
-            out = self._run()
-        self.machine_load["after"] = _machine_load()
-        self.say(f"machine after the run: {self.machine_load['after']['uptime']}")
-        self._write_run_file(self.tasks_dir)
-        return out
+        try:
+            with CpuSampler(self.results / "cpu.jsonl", interval_s=2.0):  # the whole demo: the machine's load
+                return self._run()
+        finally:  # also when it failed or was interrupted: what ran, for how long, on how busy a machine
+            self.machine_load["after"] = _machine_load()
+            self.say(f"machine after the run: {self.machine_load['after']['uptime']}")
+            tasks_dir = getattr(self, "tasks_dir", None)
+            if tasks_dir is not None:
+                self._write_run_file(tasks_dir)
 
     def _run(self) -> Path:
         tasks_dir = self.tasks_dir = self._phase("tasks", self._build_tasks)
