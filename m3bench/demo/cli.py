@@ -61,7 +61,7 @@ def demo(  # noqa: PLR0917 - Typer options
         int | None, typer.Option(help="Problems per language in the accuracy phase (the demo set's first).")
     ] = None,
 ) -> None:
-    """Build the embedded models and task set, serve them on a 2-node Ray cluster, sweep load with
+    """Build the embedded models and task set, serve them on a local Ray cluster, probe and sweep load with
     Locust, grade, and write records, summaries, dashboards and a capacity-planning report."""
     if preset not in PRESETS:
         raise typer.BadParameter(f"unknown preset {preset!r} (expected {' or '.join(PRESETS)})")

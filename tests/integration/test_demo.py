@@ -1,5 +1,5 @@
 """`m3bench demo` end to end at reduced size (the `quick` preset): the real stack — embedded models on
-vLLM behind Ray Serve on a 2-node local Ray cluster, Prometheus, Locust sweeps with live grading,
+vLLM behind Ray Serve on a local Ray cluster, Prometheus, Locust sweeps with live grading,
 accuracy runs at natural output lengths — then the results directory and the report; and an
 interrupted demo leaves no process and keeps its records."""
 
