@@ -24,6 +24,7 @@ from loadgen.calibration.tasks import write_calibration_tasks
 from loadgen.profile import Generator, Profile, RunConfig
 from loadgen.records import read_records
 from loadgen.run import run_load
+from loadgen.search import read_search, run_search
 from loadgen.validity import first_read
 from tests.support.skips import skip_disturbed
 
@@ -217,3 +218,57 @@ def test_count_bounded_stages_stop_at_the_count_in_every_worker(tasks: Path, tmp
     assert [len(by_stage[0]), len(by_stage[1])] == [100, 20]
     assert all(r.phase == "measure" for r in records)
     assert {r.worker for r in by_stage[0]} == {"w0", "w1"}  # both workers sent, each its own share
+
+
+def test_slo_search_finds_the_programmed_knee(tasks: Path, tmp_path: Path) -> None:
+    """The calibration server's FIFO engine makes 400 tokens/s; a reply is 20 tokens, so above 20 requests/s
+    (constant arrivals) the first token waits in a growing queue and below it never waits. The search for
+    p99 TTFT (from the scheduled send) <= 100 ms must bracket 20/s within its stated interval."""
+    knee = 400 / 20
+    profile = Profile.model_validate(
+        {
+            "mode": "search",
+            "arrival": {"kind": "constant"},
+            "request": {"max_tokens": 20},
+            "grading": {"enabled": False},
+            "generator": {"priority": "realtime"},
+            "search": {
+                "targets": [{"metric": "ttft", "quantile": 0.99, "max_s": 0.1}],
+                "start_rate": 12,
+                "resolution": 0.1,
+                "warmup_s": 1.0,
+                "max_requests": 800,
+            },
+        }
+    )
+    with calibration_server(
+        "--ttft-ms", "20", "--itl-ms", "2", "--output-len", "20", "--capacity-tps", "400", "--realtime"
+    ) as server:
+        config = RunConfig(
+            endpoint=server.url,
+            tasks=tasks,
+            models=["calib"],
+            profile=profile,
+            out_dir=tmp_path,
+            run_id="search",
+        )
+        report = run_search(config, say=print)
+    result = report.result
+    assert result is not None
+    if result.status == "generator_limited":
+        skip_disturbed(f"the generator could not hold a probe: {report.probes[-1].invalid_reasons}")
+    assert result.status == "found"
+    low, high = result.interval
+    assert low is not None
+    assert high is not None
+    assert low <= knee <= high  # the knee within the stated interval
+    assert high / low <= 1.1  # at the stated resolution
+    saved = read_search(tmp_path / "search" / "search.json")
+    assert saved.result == result
+    assert [p.rate for p in saved.probes[:2]] == [12, 24]
+    for probe in saved.probes:  # every probe's records kept, and enough of them for the p99's interval
+        assert probe.requests >= 368
+        for run_dir in probe.run_dirs:
+            assert (tmp_path / "search" / run_dir / "records.jsonl").is_file()
+        if abs(probe.rate - knee) > 0.5:  # away from the knee the verdict is the programmed one
+            assert probe.verdict == ("pass" if probe.rate < knee else "fail")
