@@ -204,8 +204,8 @@ class WorkerRuntime:
             gevent.sleep(0.05)
             return
         elapsed = (_perf() - stage.start_ns) / 1e9
-        if elapsed < 0:
-            gevent.sleep(min(-elapsed, 0.05))
+        if elapsed < 0:  # every stream starts at the stage's start, together (a new stage or drain wakes it)
+            self.stage_changed.wait(-elapsed)
             return
         if stage.closed.done(elapsed):
             # This worker's part of the stage is over (its share of measure_requests sent, or the planned
