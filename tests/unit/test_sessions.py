@@ -142,3 +142,87 @@ def test_summary_gives_ttft_per_model_and_turn() -> None:
     assert table[("cached", 2)] == pytest.approx((4, 0.05, 200))
     assert table[("uncached", 2)] == pytest.approx((4, 0.3, 200))
     assert summary.stages[0].over_time is None  # not a trace stage
+
+
+class _Runtime:
+    """The parts of ``WorkerRuntime`` a session uses; ``perform`` answers from a script instead of a server
+    (the real exchange is covered by tests/integration/test_traces.py against the calibration server)."""
+
+    def __init__(self, workload: object, answers: list[tuple[int, str]]) -> None:
+        from gevent.event import Event
+
+        self.workload = workload
+        self.conversations: dict[int, Conversations] = {}
+        self.run_id = "run"
+        self.chat = True
+        self.draining = False
+        self.stage: object = None
+        self.stage_changed = Event()
+        self.profile = type("P", (), {"seed": 3})()
+        self.answers = answers
+        self.sent: list[tuple[int, int | None, bytes | None, int]] = []
+
+    def perform(
+        self, stage: object, phase: str, model: str, task_index: int, scheduled_ns: int, *, turn: object
+    ) -> object:
+        import time
+
+        from loadgen.calibration import protocol
+        from loadgen.http_stream import RawReply
+
+        status, text = self.answers[len(self.sent)]
+        self.sent.append((turn.index, scheduled_ns, turn.body, time.perf_counter_ns()))  # type: ignore[attr-defined]
+        frames = protocol.build_frames(
+            chat=True,
+            request_id="x",
+            model=model,
+            token_text=text,
+            output_tokens=1,
+            prompt_tokens=5,
+            include_usage=True,
+        )
+        body = frames.first + frames.tail
+        now = time.perf_counter_ns()
+        return RawReply(
+            sent_ns=now,
+            end_ns=now,
+            status=status,
+            headers={"content-type": "text/event-stream"},
+            body=bytearray(body),
+            reads=[(now, now, len(body))],
+            complete=True,
+        )
+
+
+def test_a_session_sends_its_follow_ups_with_the_history(tmp_path: Path) -> None:
+    import time
+
+    from loadgen.calibration.tasks import write_calibration_tasks
+    from loadgen.profile import RequestOptions, Sampling
+    from loadgen.schedule import StagePlan
+    from loadgen.sessions import run_session
+    from loadgen.workload import Workload
+
+    tasks = write_calibration_tasks(tmp_path / "tasks", per_language=1, languages=("en",))
+    workload = Workload(tasks, ["m"], Sampling(), RequestOptions())
+    spec = SessionSpec(follow_ups_min=2, follow_ups_max=2, think_time=ThinkTime(kind="constant", mean_s=0.05))
+    plan = StagePlan(0, "s0", "open", 1.0, 1.0, 0.0, 0.0, 10.0, None, 0.0, sessions=spec)
+    stage = type("S", (), {"plan": plan})()
+    runtime = _Runtime(workload, [(200, "first"), (200, "second"), (200, "third")])
+    runtime.stage = stage
+    start = time.perf_counter_ns()
+    run_session(runtime, stage, "measure", "m", 0, start, 7)  # type: ignore[arg-type]
+    assert [turn for turn, *_ in runtime.sent] == [0, 1, 2]
+    assert runtime.sent[0][2] is None  # turn 0: the task's own prebuilt body
+    second = json.loads(runtime.sent[2][2] or b"")
+    assert [m["content"] for m in second["messages"][1:]] == ["first", QUESTIONS[0], "second", QUESTIONS[1]]
+    for (_, due, _, sent_at), (_, previous_due, _, _) in zip(runtime.sent[1:], runtime.sent, strict=False):
+        assert due is not None
+        assert previous_due is not None
+        assert sent_at >= due  # never before its think time is over
+        assert due - previous_due >= 50_000_000
+
+    failing = _Runtime(workload, [(500, "nope")])
+    failing.stage = stage
+    run_session(failing, stage, "measure", "m", 0, time.perf_counter_ns(), 8)  # type: ignore[arg-type]
+    assert [turn for turn, *_ in failing.sent] == [0]  # a failed turn ends the conversation
