@@ -7,38 +7,7 @@ from pathlib import Path
 
 from loadgen import metric_names as names
 from loadgen.exporter import ClientMetrics, write_file_sd
-from loadgen.records import RequestRecord
-
-MS = 1_000_000
-
-
-def record(**overrides: object) -> RequestRecord:
-    values: dict[str, object] = {
-        "run_id": "r",
-        "request_id": "r-1",
-        "stage": "s0",
-        "stage_index": 0,
-        "phase": "measure",
-        "mode": "open",
-        "target": 2.0,
-        "worker": "w0",
-        "model": "m",
-        "task_id": "t",
-        "language": "en",
-        "scheduled_ns": 0,
-        "sent_ns": 2 * MS,
-        "first_token_ns": 102 * MS,
-        "end_ns": 192 * MS,
-        "chunk_offsets_ns": [100 * MS, 110 * MS, 190 * MS],
-        "timing": "kernel",
-        "anchor_wall_ns": 10**18,
-        "anchor_perf_ns": 0,
-        "prompt_tokens": 5,
-        "output_tokens": 10,
-        "status": "ok",
-    }
-    values.update(overrides)
-    return RequestRecord.model_validate(values)
+from tests.support.records import record
 
 
 def test_names_follow_the_design() -> None:

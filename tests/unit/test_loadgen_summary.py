@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,38 +14,7 @@ from loadgen.records import RecordWriter, RequestRecord, read_records
 from loadgen.summary import distribution, read_summary, summarize, summarize_run
 from loadgen.summary_model import RunSummary
 from loadgen.timings import e2e_s, itl_s, schedule_lag_s, tpot_s, ttft_from_scheduled_s, ttft_s
-
-MS = 1_000_000
-
-
-def record(**overrides: Any) -> RequestRecord:
-    values: dict[str, Any] = {
-        "run_id": "r",
-        "request_id": "r-1",
-        "stage": "s0",
-        "stage_index": 0,
-        "phase": "measure",
-        "mode": "open",
-        "target": 2.0,
-        "worker": "w0",
-        "model": "m",
-        "task_id": "t",
-        "language": "en",
-        "scheduled_ns": 0,
-        "sent_ns": 2 * MS,
-        "first_token_ns": 102 * MS,
-        "end_ns": 192 * MS,
-        "chunk_offsets_ns": [100 * MS, 110 * MS, 190 * MS],
-        "timing": "kernel",
-        "anchor_wall_ns": 10**18,
-        "anchor_perf_ns": 0,
-        "prompt_tokens": 5,
-        "output_tokens": 10,
-        "status": "ok",
-        "grade": "pass",
-    }
-    values.update(overrides)
-    return RequestRecord(**values)
+from tests.support.records import MS, record
 
 
 def test_formulas() -> None:
