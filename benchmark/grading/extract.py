@@ -23,6 +23,8 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+from benchmark.python_source import parses
+
 MAX_ANSWER_CHARS = 1_000_000
 # container prefix (block quote markers, indentation, a list marker), then the fence, the tag, the rest
 _FENCE = re.compile(
@@ -122,16 +124,8 @@ def extract_program(answer: str, entry_point: str | None, prelude: str | None) -
         first = next((line for line in code.splitlines() if line.strip()), "")
         if prelude and first[:1] in (" ", "\t"):
             return Extracted(program=prelude.rstrip("\n") + "\n" + code, how=how + ", completing the prompt")
-        if not blocks and not _parses(code):
+        if not blocks and not parses(code):
             return None  # prose without a fence and without the function: no code at all
-    if not _parses(code) and _parses(textwrap.dedent(code)):
+    if not parses(code) and parses(textwrap.dedent(code)):
         code, how = textwrap.dedent(code), how + ", dedented"
     return Extracted(program=_keep_definitions(code), how=how)
-
-
-def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True

@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark.python_source import parses
 from benchmark.tasks.docstrings import TranslationRejectedError, docstrings, localize
 
 # --- what is code -------------------------------------------------------------------------------------
@@ -145,20 +146,12 @@ def split_docstring(text: str) -> Split:
     prose = " ".join(prose_lines)
     placeholders: list[str] = []
     for line in prose_lines:  # a call does not span lines; its arguments must be code, not words
-        placeholders += [call for call in _balanced_calls(line) if _parses(call)]
+        placeholders += [call for call in _balanced_calls(line) if parses(call)]
     for pattern in (_QUOTED, _BACKTICKED):
         placeholders += [m.group(0) for m in pattern.finditer(prose) if not _is_term(m.group(0), code)]
     placeholders += [m.group(0) for m in _IDENT.finditer(_remove(prose, placeholders))]
     placeholders += [m.group(0) for m in _NUMBER.finditer(_remove(prose, placeholders))]
     return Split(code, prose, list(dict.fromkeys(placeholders)), frozenset(exact))
-
-
-def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
 
 
 def _is_term(quoted: str, code: list[str]) -> bool:
