@@ -11,6 +11,7 @@ peak memory a multiple of a shard.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,11 @@ _NAMES = {v: k for k, v in DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
+def _nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
+    """Bytes of a dense tensor of ``shape`` (a 0-d tensor holds one element)."""
+    return math.prod(shape) * dtype.itemsize
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One tensor of a safetensors file, known from its header alone."""
@@ -47,10 +53,7 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        count = 1
-        for d in self.shape:
-            count *= d
-        return count * self.dtype.itemsize
+        return _nbytes(self.dtype, self.shape)
 
 
 def read_header(file: Path) -> list[TensorInfo]:
@@ -103,10 +106,7 @@ class OutTensor:
 
     @property
     def nbytes(self) -> int:
-        count = 1
-        for d in self.shape:
-            count *= d
-        return count * self.dtype.itemsize
+        return _nbytes(self.dtype, self.shape)
 
 
 def write_file(path: Path, tensors: Iterable[OutTensor]) -> int:
