@@ -79,9 +79,17 @@ OUTPUT_TOKENS_PER_REPLICA = "run_model:m3bench_output_tokens_per_replica:rate"
 TTFT_OVERHEAD = "run_model:m3bench_ttft_minus_server_seconds:mean"
 
 
-def _quantile_rules(bucket: str, name_of: Any, by: tuple[str, ...], window: str) -> list[dict[str, str]]:
+def _client_quantiles(
+    spec: client.MetricSpec, level: tuple[str, ...], window: str, quantiles: tuple[float, ...] = QUANTILES
+) -> list[dict[str, str]]:
+    """One rule per quantile of a client histogram, aggregated to ``level``."""
+    bucket = f"{spec.name}_bucket"
     return [
-        {"record": name_of(q), "expr": promql.histogram_quantile(q, bucket, by, window)} for q in QUANTILES
+        {
+            "record": client_record(spec, promql.quantile_suffix(q), level),
+            "expr": promql.histogram_quantile(q, bucket, level, window),
+        }
+        for q in quantiles
     ]
 
 
@@ -94,26 +102,15 @@ def client_rules(settings: RuleSettings) -> list[dict[str, str]]:
     w = settings.window
     rules: list[dict[str, str]] = []
     for spec in CLIENT_LATENCIES:
-        rules += _quantile_rules(
-            f"{spec.name}_bucket", lambda q, s=spec: client_record(s, promql.quantile_suffix(q)), RUN_MODEL, w
-        )
+        rules += _client_quantiles(spec, RUN_MODEL, w)
         rules.append({"record": client_record(spec, "mean"), "expr": _mean(spec.name, RUN_MODEL, w)})
-    for spec in (client.TTFT, client.E2E):  # accuracy vs latency per model *and* language
-        for q in (0.5, 0.99):
-            rules.append(
-                {
-                    "record": client_record(spec, promql.quantile_suffix(q), RUN_MODEL_LANGUAGE),
-                    "expr": promql.histogram_quantile(q, f"{spec.name}_bucket", RUN_MODEL_LANGUAGE, w),
-                }
-            )
-    for spec in (client.SCHEDULE_LAG, client.LOOP_LAG):
-        for q in (0.5, 0.99):
-            rules.append(
-                {
-                    "record": client_record(spec, promql.quantile_suffix(q), ("run_id",)),
-                    "expr": promql.histogram_quantile(q, f"{spec.name}_bucket", ("run_id",), w),
-                }
-            )
+    # p50/p99 at other levels: accuracy vs latency per model *and* language; the generator's own lags per run
+    for specs, level in (
+        ((client.TTFT, client.E2E), RUN_MODEL_LANGUAGE),
+        ((client.SCHEDULE_LAG, client.LOOP_LAG), ("run_id",)),
+    ):
+        for spec in specs:
+            rules += _client_quantiles(spec, level, w, (0.5, 0.99))
     requests = f"{client.REQUESTS.name}_total"
     all_requests = promql.rate_sum(requests, RUN_MODEL, w)
     failed = promql.rate_sum(requests, RUN_MODEL, w, '{status!="ok"}')
