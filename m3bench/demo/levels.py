@@ -7,7 +7,7 @@ batch size). Unloaded, ``c`` streams would carry ``c * X(1)``, so the knee is ne
 
     c* = X(P) / X(1)      (streams needed to carry the throughput seen at P without queueing)
 
-and the sweep's levels are 1, c*/2, c*, 2 c*, max(4 c*, 2 P) (rounded, distinct, at most
+and the sweep's levels are 1, c*, 2 c*, max(4 c*, 2 P) (rounded, distinct, at most
 ``max_concurrency``): two levels below or at the knee (where the SLOs hold), two past it (throughput flat:
 saturation; latency 4x the knee's, and at least twice the engine's batch in flight, so requests wait for a
 slot: the SLOs break), so the report gets both a capacity and an interpolated rate at SLO. When
@@ -17,7 +17,9 @@ reach 4 P.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,32 @@ class Probe:
     concurrency: int
     throughput: float | None  # requests/s over the measured window
     ok: int
+
+
+def probe_rates(run_dir: Path, warmup_s: float, measure_s: float) -> list[Probe]:
+    """Each probe stage's completions per second: ok requests that ended in [start + warmup, start + warmup
+    + measure] / measure. (Not the summary's first-to-last-send window: at a concurrency the engine batches
+    whole, fixed-length replies finish together, so a short stage may see one round of sends.)"""
+    from loadgen.records import read_records
+    from loadgen.timings import wall_s
+
+    starts = {}
+    for line in (run_dir / "generator.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("event") == "stage_start":
+            starts[int(row["index"])] = int(row["start_wall_ns"]) / 1e9
+    records = read_records(run_dir / "records.jsonl")
+    probes = []
+    for index, start in sorted(starts.items()):
+        mine = [r for r in records if r.stage_index == index]
+        begin, end = start + warmup_s, start + warmup_s + measure_s
+        done = [r for r in mine if r.status == "ok" and begin <= wall_s(r, r.end_ns) <= end]
+        target = int(mine[0].target) if mine else 0
+        probes.append(Probe(target, len(done) / measure_s, len(done)))
+    return probes
 
 
 def knee(low: Probe, high: Probe) -> float | None:
@@ -42,7 +70,7 @@ def choose_levels(knee_streams: float | None, probe_high: int, max_concurrency: 
         raw = [1.0, probe_high / 4, probe_high, 2.0 * probe_high, 4.0 * probe_high]
     else:
         top = max(4 * knee_streams, 2.0 * probe_high)  # past the engine's batch: requests queue, TTFT grows
-        raw = [1.0, knee_streams / 2, knee_streams, 2 * knee_streams, top]
+        raw = [1.0, knee_streams, 2 * knee_streams, top]
     levels: list[int] = []
     for value in raw:
         level = min(max_concurrency, max(1, round(value)))

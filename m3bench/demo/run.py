@@ -409,8 +409,7 @@ class Demo:
         """The sweep's concurrency levels: fixed, or placed around the knee a quick probe found
         (``m3bench.demo.levels``); an N-replica sweep takes its model's 1-replica levels x N."""
         from loadgen.profile import Profile
-        from loadgen.summary import read_summary
-        from m3bench.demo.levels import Probe, choose_levels, knee, scaled
+        from m3bench.demo.levels import choose_levels, knee, probe_rates, scaled
 
         settings = self.settings
         if settings.levels == "fixed":
@@ -427,8 +426,7 @@ class Demo:
         result = self._load(self._endpoint(endpoint, model), tasks_dir, model, profile, run_id)
         if "interrupted" in result.warnings:
             raise KeyboardInterrupt
-        stages = read_summary(result.run_dir / "summary.json").stages
-        probes = [Probe(int(st.target), st.throughput.requests_per_s, st.counts.ok) for st in stages]
+        probes = probe_rates(result.run_dir, settings.probe_warmup_s, settings.probe_measure_s)
         streams = knee(probes[0], probes[-1]) if len(probes) == 2 else None
         levels = choose_levels(streams, settings.probe_concurrency, settings.max_concurrency)
         self.probes[model] = {

@@ -44,10 +44,10 @@ class DemoSettings(BaseModel):
     concurrencies: list[int] = Field(default=[1, 2, 4, 8], min_length=1, description="levels: fixed.")
     probe_concurrency: int = Field(default=16, ge=2, description="The probe's high level (engine batch).")
     probe_warmup_s: float = Field(default=2.0, ge=0)
-    probe_measure_s: float = Field(default=5.0, gt=0)
+    probe_measure_s: float = Field(default=8.0, gt=0)
     max_concurrency: int = Field(default=96, ge=1, description="No probed level above this.")
     warmup_s: float = Field(default=2.0, ge=0)
-    measure_s: float = Field(default=12.0, gt=0)
+    measure_s: float = Field(default=16.0, gt=0)
     generator_priority: Literal["default", "high", "realtime"] = Field(
         default="realtime",
         description="The load generator's scheduling: realtime (SCHED_FIFO, root or CAP_SYS_NICE) lets it "
@@ -89,7 +89,7 @@ class DemoSettings(BaseModel):
         "(HAProxy in front, each LLMServer streaming directly), where the serving catalog supports it.",
     )
     replica_cpu_quota: float | None = Field(
-        default=0.25,
+        default=0.5,
         gt=0,
         description="Cap each vLLM engine at this many cores (a CPU cgroup quota; root), so one replica is a "
         "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice).",

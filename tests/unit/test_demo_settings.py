@@ -65,12 +65,12 @@ def test_probe_places_levels_around_the_knee() -> None:
     # 1 stream: 0.8 req/s; 16 streams: 4 req/s -> the knee is near 5 streams.
     streams = knee(Probe(1, 0.8, 8), Probe(16, 4.0, 40))
     assert streams == pytest.approx(5.0)
-    assert choose_levels(streams, 16, 96) == [1, 2, 5, 10, 32]  # the top level queues past the batch of 16
+    assert choose_levels(streams, 16, 96) == [1, 5, 10, 32]  # the top level queues past the batch of 16
     # Throughput still following at 16 streams: the knee is at least 16, the levels reach 4x.
-    assert choose_levels(knee(Probe(1, 1.0, 5), Probe(16, 15.0, 70)), 16, 96) == [1, 8, 15, 30, 60]
+    assert choose_levels(knee(Probe(1, 1.0, 5), Probe(16, 15.0, 70)), 16, 96) == [1, 15, 30, 60]
     assert choose_levels(None, 16, 40) == [1, 4, 16, 32, 40]  # a failed probe: a ladder, capped
     assert knee(Probe(1, None, 0), Probe(16, 3.0, 9)) is None
-    assert scaled([1, 2, 5, 10, 32], 2, 96) == [2, 4, 10, 20, 64]
+    assert scaled([1, 5, 10, 32], 2, 96) == [2, 10, 20, 64]
 
 
 def test_sweeps_run_the_generator_at_the_chosen_priority(tmp_path: Path) -> None:
