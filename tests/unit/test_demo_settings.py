@@ -86,3 +86,52 @@ def test_sweeps_run_the_generator_at_the_chosen_priority(tmp_path: Path) -> None
     assert probe.grading.enabled is False
     low = Profile.model_validate(_profile(DemoSettings(generator_priority="default"), tmp_path / "s", 1))
     assert low.generator.priority == "default"
+
+
+def test_probe_rate_counts_completions_inside_the_measured_window(tmp_path: Path) -> None:
+    """Fixed-length replies batched whole end in rounds; the probe counts what ended in its window."""
+    import json
+
+    from loadgen.records import RecordWriter, RequestRecord
+    from m3bench.demo.levels import probe_rates
+
+    s = 1_000_000_000
+    start = 1_700_000_000 * s  # stage 0 starts here (wall), stage 1 100 s later
+    rows = [
+        {"event": "stage_start", "index": i, "name": f"c{c}", "start_wall_ns": start + i * 100 * s}
+        for i, c in enumerate((1, 16))
+    ]
+    (tmp_path / "generator.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    writer = RecordWriter(tmp_path / "records.jsonl")
+    ends = {0: [1.5, 3.0, 4.5, 6.0, 7.5, 9.0, 10.5, 12.0], 1: [4.0] * 16 + [9.0] * 16 + [14.0] * 16}
+    for index, times in ends.items():
+        for j, end_s in enumerate(times):
+            sent = int((end_s - 1.0) * s) + index * 100 * s
+            writer.write(
+                RequestRecord(
+                    run_id="p",
+                    request_id=f"{index}-{j}",
+                    stage=f"c{(1, 16)[index]}",
+                    stage_index=index,
+                    phase="measure",
+                    mode="closed",
+                    target=(1, 16)[index],
+                    worker="local",
+                    model="m",
+                    task_id="t",
+                    language="en",
+                    sent_ns=sent,
+                    first_token_ns=sent + s // 10,
+                    end_ns=sent + s,
+                    chunk_offsets_ns=[s // 10],
+                    timing="kernel",
+                    anchor_wall_ns=start,
+                    anchor_perf_ns=0,
+                    output_tokens=48,
+                    status="ok",
+                )
+            )
+    writer.close()
+    low, high = probe_rates(tmp_path, warmup_s=2.0, measure_s=8.0)  # window [2, 10] s of each stage
+    assert (low.concurrency, low.ok, low.throughput) == (1, 5, 5 / 8)  # ends at 3.0 .. 9.0
+    assert (high.concurrency, high.ok, high.throughput) == (16, 32, 4.0)  # two rounds of 16
