@@ -29,10 +29,13 @@ from grafana_foundation_sdk.models.common import (
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from loadgen import metric_names as client
+from observability import rules
+from observability.dashboards import server_metric_names as server
 
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["m3bench", "generated"]
 ALL = ".*"
+RATE_INTERVAL = "$__rate_interval"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,14 @@ def _query_variable(name: str, label: str, query: str, multi: bool = True) -> sd
     )
 
 
+def with_row(board: sdk.Dashboard, title: str, panels: Sequence[Any]) -> sdk.Dashboard:
+    """A row and the panels under it, in layout order."""
+    board = board.with_row(sdk.Row(title))
+    for panel in panels:
+        board = board.with_panel(panel)
+    return board
+
+
 def new_dashboard(uid: str, title: str, description: str) -> sdk.Dashboard:
     board = (
         sdk.Dashboard(title)
@@ -163,3 +174,19 @@ def run_model_language() -> str:
 
 def by_model() -> str:
     return '{model=~"$model"}'
+
+
+def run_only() -> str:
+    return '{run_id=~"$run"}'
+
+
+def client_series(spec: client.MetricSpec, operation: str, level: tuple[str, ...] = rules.RUN_MODEL) -> str:
+    """A client recording-rule series (``p99``, ``mean``, ...) at ``level``, filtered by the variables of
+    that level's labels (run, model)."""
+    where = {rules.RUN_MODEL: run_model(), ("run_id",): run_only()}[level]
+    return f"{rules.client_record(spec, operation, level)}{where}"
+
+
+def server_series(metric: server.ServerMetric, operation: str) -> str:
+    """A server recording-rule series per model (``p50``, ``p99``, ...), filtered by ``$model``."""
+    return f"{rules.server_record(metric, operation)}{by_model()}"

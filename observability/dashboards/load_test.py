@@ -10,10 +10,23 @@ from grafana_foundation_sdk.builders import timeseries as ts
 from loadgen import metric_names as client
 from observability import rules
 from observability.dashboards import server_metric_names as server
-from observability.dashboards.common import Q, new_dashboard, run_model, timeseries
-from observability.dashboards.promql import LOADGEN_JOB
+from observability.dashboards.common import (
+    RATE_INTERVAL,
+    Q,
+    by_model,
+    client_series,
+    new_dashboard,
+    run_model,
+    run_only,
+    server_series,
+    timeseries,
+    with_row,
+)
+from observability.dashboards.promql import LOADGEN_JOB, rate_sum
 
 UID = "m3bench-load-test"
+PER_RUN = ("run_id",)
+OFFERED = f"sum({client.TARGET_RATE.name}{run_only()})"
 
 
 def _p50_p99(spec: client.MetricSpec, title: str, what: str) -> ts.Panel:
@@ -21,10 +34,7 @@ def _p50_p99(spec: client.MetricSpec, title: str, what: str) -> ts.Panel:
         f"{title} p50 / p99 per model",
         f"Client-side {what}: {spec.help} Quantiles from histogram buckets over the rule window.",
         "s",
-        [
-            Q(f"{rules.client_record(spec, 'p50')}{run_model()}", "p50 {{model}}"),
-            Q(f"{rules.client_record(spec, 'p99')}{run_model()}", "p99 {{model}}"),
-        ],
+        [Q(client_series(spec, q), f"{q} {{{{model}}}}") for q in ("p50", "p99")],
         width=8,
     )
 
@@ -35,45 +45,62 @@ def build() -> sdk.Dashboard:
         "m3bench / Load test",
         "Offered vs achieved load, client-side latency per model, throughput, errors and generator health.",
     )
-    board = board.with_row(sdk.Row("Offered load"))
-    board = board.with_panel(
+    board = with_row(board, "Offered load", _offered_load())
+    board = with_row(
+        board,
+        "Latency (client side)",
+        [
+            _p50_p99(client.TTFT, "TTFT", "time to first token"),
+            _p50_p99(client.ITL, "ITL", "inter-token latency"),
+            _p50_p99(client.E2E, "E2E", "end-to-end latency"),
+            _p50_p99(client.TPOT, "TPOT", "time per output token"),
+            timeseries(
+                "TTFT p50: client vs server",
+                "The same requests timed twice: by the generator (send -> first token arrival) and by the "
+                "vLLM engine (arrival -> first token out). The gap is network, HTTP proxy, routing and "
+                "queueing outside the engine.",
+                "s",
+                [
+                    Q(client_series(client.TTFT, "p50"), "client {{model}}"),
+                    Q(server_series(server.TTFT, "p50"), "server {{model}}"),
+                ],
+                width=16,
+            ),
+        ],
+    )
+    return with_row(board, "Throughput and errors", _throughput_and_errors())
+
+
+def _offered_load() -> list[ts.Panel]:
+    return [
         timeseries(
             "Target vs achieved request rate",
             "Target: sum over generator processes of m3bench_target_rate (open loop). Achieved: requests "
             "finished per second (any status), per model.",
             "reqps",
             [
-                Q(f'sum({client.TARGET_RATE.name}{{run_id=~"$run"}})', "target"),
+                Q(OFFERED, "target"),
                 Q(f"sum by (model) ({rules.REQUESTS_RATE}{run_model()})", "achieved {{model}}"),
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "In-flight requests",
             "Requests sent and not finished, per model; closed loop: the target number of streams.",
             "short",
             [
-                Q(f'sum by (model) ({client.INFLIGHT.name}{{run_id=~"$run",model=~"$model"}})', "{{model}}"),
-                Q(f'sum({client.CONCURRENCY.name}{{run_id=~"$run"}})', "target concurrency"),
+                Q(f"sum by (model) ({client.INFLIGHT.name}{run_model()})", "{{model}}"),
+                Q(f"sum({client.CONCURRENCY.name}{run_only()})", "target concurrency"),
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Schedule lag p50 / p99 (open loop)",
             f"{client.SCHEDULE_LAG.help} Above a few ms the generator, not the server, set the pace.",
             "s",
-            [
-                Q(f'{rules.client_record(client.SCHEDULE_LAG, "p50", ("run_id",))}{{run_id=~"$run"}}', "p50"),
-                Q(f'{rules.client_record(client.SCHEDULE_LAG, "p99", ("run_id",))}{{run_id=~"$run"}}', "p99"),
-            ],
+            [Q(client_series(client.SCHEDULE_LAG, q, PER_RUN), q) for q in ("p50", "p99")],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Open loop / trace replay: offered vs achieved arrivals",
             "Offered: sum over generator processes of m3bench_target_rate; in a trace stage each process "
@@ -83,36 +110,16 @@ def build() -> sdk.Dashboard:
             "hold the exact per-bucket counts from the records.",
             "reqps",
             [
-                Q(f'sum({client.TARGET_RATE.name}{{run_id=~"$run"}})', "offered"),
-                Q(
-                    f'sum(rate({client.SCHEDULE_LAG.name}_count{{run_id=~"$run"}}[$__rate_interval]))',
-                    "achieved",
-                ),
+                Q(OFFERED, "offered"),
+                Q(f"sum(rate({client.SCHEDULE_LAG.name}_count{run_only()}[{RATE_INTERVAL}]))", "achieved"),
             ],
             width=24,
-        )
-    )
-    board = board.with_row(sdk.Row("Latency (client side)"))
-    board = board.with_panel(_p50_p99(client.TTFT, "TTFT", "time to first token"))
-    board = board.with_panel(_p50_p99(client.ITL, "ITL", "inter-token latency"))
-    board = board.with_panel(_p50_p99(client.E2E, "E2E", "end-to-end latency"))
-    board = board.with_panel(_p50_p99(client.TPOT, "TPOT", "time per output token"))
-    board = board.with_panel(
-        timeseries(
-            "TTFT p50: client vs server",
-            "The same requests timed twice: by the generator (send -> first token arrival) and by the vLLM "
-            "engine (arrival -> first token out). The gap is network, HTTP proxy, routing and queueing "
-            "outside the engine.",
-            "s",
-            [
-                Q(f"{rules.client_record(client.TTFT, 'p50')}{run_model()}", "client {{model}}"),
-                Q(f'{rules.server_record(server.TTFT, "p50")}{{model=~"$model"}}', "server {{model}}"),
-            ],
-            width=16,
-        )
-    )
-    board = board.with_row(sdk.Row("Throughput and errors"))
-    board = board.with_panel(
+        ),
+    ]
+
+
+def _throughput_and_errors() -> list[ts.Panel]:
+    return [
         timeseries(
             "Throughput and goodput",
             "Finished requests/s and goodput (ok requests meeting every SLO, lower bound from histograms).",
@@ -122,59 +129,53 @@ def build() -> sdk.Dashboard:
                 Q(f"{rules.GOODPUT_RATE}{run_model()}", "goodput {{model}}"),
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Output tokens/s: client vs server",
             "Client: usage.completion_tokens of finished requests; server: tokens the engines generated.",
             "short",
             [
                 Q(f"{rules.OUTPUT_TOKENS_RATE}{run_model()}", "client {{model}}"),
-                Q(f'{rules.SERVER_OUTPUT_TOKENS_RATE}{{model=~"$model"}}', "server {{model}}"),
+                Q(f"{rules.SERVER_OUTPUT_TOKENS_RATE}{by_model()}", "server {{model}}"),
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Requests by status",
             f"{client.REQUESTS.help} Finished requests/s per status.",
             "reqps",
             [Q(f"sum by (status) ({rules.REQUESTS_BY_STATUS_RATE}{run_model()})", "{{status}}")],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Error ratio",
             "Requests with a status other than ok / all finished requests, per model.",
             "percentunit",
             [Q(f"{rules.ERROR_RATIO}{run_model()}", "{{model}}")],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Load generator CPU",
             "CPU seconds per second of each generator process (master and workers); near 1 = saturated.",
             "short",
             [
                 Q(
-                    f'sum by (instance) (rate(process_cpu_seconds_total{{job="{LOADGEN_JOB}",run_id=~"$run"}}'
-                    "[$__rate_interval]))",
+                    rate_sum(
+                        "process_cpu_seconds_total",
+                        ("instance",),
+                        RATE_INTERVAL,
+                        f'{{job="{LOADGEN_JOB}",run_id=~"$run"}}',
+                    ),
                     "{{instance}}",
                 )
             ],
             width=8,
-        )
-    )
-    return board.with_panel(
+        ),
         timeseries(
             "Generator event-loop lag p99",
             f"{client.LOOP_LAG.help} Above 20 ms the run's latencies are suspect.",
             "s",
-            [Q(f'{rules.client_record(client.LOOP_LAG, "p99", ("run_id",))}{{run_id=~"$run"}}', "p99")],
+            [Q(client_series(client.LOOP_LAG, "p99", PER_RUN), "p99")],
             width=8,
-        )
-    )
+        ),
+    ]

@@ -13,13 +13,17 @@ from loadgen import metric_names as client
 from observability import rules
 from observability.dashboards import server_metric_names as server
 from observability.dashboards.common import (
+    RATE_INTERVAL,
     Q,
+    client_series,
     new_dashboard,
     run_model,
     run_model_language,
+    server_series,
     timeseries,
     with_targets,
 )
+from observability.dashboards.promql import rate_sum, server_filter
 
 UID = "m3bench-model-comparison"
 BY_LANGUAGE = "run_id, model, language"
@@ -148,10 +152,15 @@ def build() -> sdk.Dashboard:
             "p99 TTFT and E2E as the generator saw them and as the engine recorded them.",
             "s",
             [
-                Q(f"{rules.client_record(client.TTFT, 'p99')}{run_model()}", "client TTFT {{model}}"),
-                Q(f'{rules.server_record(server.TTFT, "p99")}{{model=~"$model"}}', "server TTFT {{model}}"),
-                Q(f"{rules.client_record(client.E2E, 'p99')}{run_model()}", "client E2E {{model}}"),
-                Q(f'{rules.server_record(server.E2E, "p99")}{{model=~"$model"}}', "server E2E {{model}}"),
+                query
+                for name, spec, metric in (
+                    ("TTFT", client.TTFT, server.TTFT),
+                    ("E2E", client.E2E, server.E2E),
+                )
+                for query in (
+                    Q(client_series(spec, "p99"), f"client {name} {{{{model}}}}"),
+                    Q(server_series(metric, "p99"), f"server {name} {{{{model}}}}"),
+                )
             ],
             width=16,
         )
@@ -165,8 +174,12 @@ def build() -> sdk.Dashboard:
             "short",
             [
                 Q(
-                    f"sum by ({server.MODEL_LABEL}, {server.REPLICA_LABEL}) "
-                    f'(rate({server.GENERATION_TOKENS.name}{{{server.MODEL_LABEL}=~"$model"}}[$__rate_interval]))',
+                    rate_sum(
+                        server.GENERATION_TOKENS.name,
+                        (server.MODEL_LABEL, server.REPLICA_LABEL),
+                        RATE_INTERVAL,
+                        server_filter(),
+                    ),
                     f"{{{{{server.MODEL_LABEL}}}}} {{{{{server.REPLICA_LABEL}}}}}",
                 ),
                 Q(f"{rules.OUTPUT_TOKENS_PER_REPLICA}{run_model()}", "client / replica {{model}}"),

@@ -4,24 +4,38 @@ multimodal caches, engine latency) and around it in Ray Serve (replicas, router 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as sdk
+from grafana_foundation_sdk.builders import timeseries as ts
 
 from observability import rules
 from observability.dashboards import server_metric_names as server
-from observability.dashboards.common import Q, new_dashboard, timeseries
+from observability.dashboards.common import (
+    RATE_INTERVAL,
+    Q,
+    by_model,
+    new_dashboard,
+    server_series,
+    timeseries,
+    with_row,
+)
+from observability.dashboards.promql import histogram_quantile, quantile_suffix, rate_sum, server_filter
 
 UID = "m3bench-serving-internals"
-VLLM = f'{{{server.MODEL_LABEL}=~"$model"}}'
+VLLM = server_filter()
 PER_REPLICA = f"{server.MODEL_LABEL}, {server.REPLICA_LABEL}"
-PER_REPLICA_LEGEND = f"{{{{{server.MODEL_LABEL}}}}} {{{{{server.REPLICA_LABEL}}}}}"
+MODEL_LEGEND = f"{{{{{server.MODEL_LABEL}}}}}"
+PER_REPLICA_LEGEND = f"{MODEL_LEGEND} {{{{{server.REPLICA_LABEL}}}}}"
 
 
-def _rate(metric: server.ServerMetric, by: str) -> str:
-    return f"sum by ({by}) (rate({metric.name}{VLLM}[$__rate_interval]))"
+def _rate(metric: server.ServerMetric) -> str:
+    return rate_sum(metric.name, (server.MODEL_LABEL,), RATE_INTERVAL, VLLM)
+
+
+def _per_replica(aggregation: str, metric: server.ServerMetric) -> str:
+    return f"{aggregation} by ({PER_REPLICA}) ({metric.name}{VLLM})"
 
 
 def _hit_ratio(hits: server.ServerMetric, queries: server.ServerMetric) -> str:
-    by = server.MODEL_LABEL
-    return f"{_rate(hits, by)} / ({_rate(queries, by)} > 0)"
+    return f"{_rate(hits)} / ({_rate(queries)} > 0)"
 
 
 def build() -> sdk.Dashboard:
@@ -30,29 +44,30 @@ def build() -> sdk.Dashboard:
         "m3bench / Serving internals",
         "vLLM engine state (queues, KV cache, preemptions, caches) and Ray Serve replicas, queues, latency.",
     )
-    board = board.with_row(sdk.Row("vLLM engines"))
-    board = board.with_panel(
+    board = with_row(board, "vLLM engines", _engines())
+    board = with_row(board, "Ray Serve", _ray_serve())
+    return with_row(board, "HAProxy (ingress: haproxy)", _haproxy())
+
+
+def _engines() -> list[ts.Panel]:
+    return [
         timeseries(
             "Running and waiting requests",
             f"Running: {server.RUNNING.help} Waiting: {server.WAITING.help} One line per replica.",
             "short",
             [
-                Q(f"sum by ({PER_REPLICA}) ({server.RUNNING.name}{VLLM})", f"running {PER_REPLICA_LEGEND}"),
-                Q(f"sum by ({PER_REPLICA}) ({server.WAITING.name}{VLLM})", f"waiting {PER_REPLICA_LEGEND}"),
+                Q(_per_replica("sum", server.RUNNING), f"running {PER_REPLICA_LEGEND}"),
+                Q(_per_replica("sum", server.WAITING), f"waiting {PER_REPLICA_LEGEND}"),
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "KV-cache usage",
             f"{server.KV_CACHE_USAGE.help} Sustained values near 1 lead to preemptions.",
             "percentunit",
-            [Q(f"max by ({PER_REPLICA}) ({server.KV_CACHE_USAGE.name}{VLLM})", PER_REPLICA_LEGEND)],
+            [Q(_per_replica("max", server.KV_CACHE_USAGE), PER_REPLICA_LEGEND)],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Preemptions/s",
             f"{server.PREEMPTIONS.help} 0 until an engine first preempts (Ray exports counters after that).",
@@ -60,15 +75,13 @@ def build() -> sdk.Dashboard:
             [
                 # Ray exports a counter only after its first increment: 0 until the first preemption
                 Q(
-                    f"{_rate(server.PREEMPTIONS, server.MODEL_LABEL)} or "
+                    f"{_rate(server.PREEMPTIONS)} or "
                     f"0 * sum by ({server.MODEL_LABEL}) ({server.RUNNING.name}{VLLM})",
-                    f"{{{{{server.MODEL_LABEL}}}}}",
+                    MODEL_LEGEND,
                 )
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Prefix and multimodal cache hit ratio",
             "Prefix cache: hit tokens / queried. Multimodal cache: processed images reused/looked up.",
@@ -76,56 +89,49 @@ def build() -> sdk.Dashboard:
             [
                 Q(
                     _hit_ratio(server.PREFIX_CACHE_HITS, server.PREFIX_CACHE_QUERIES),
-                    f"prefix {{{{{server.MODEL_LABEL}}}}}",
+                    f"prefix {MODEL_LEGEND}",
                 ),
-                Q(
-                    _hit_ratio(server.MM_CACHE_HITS, server.MM_CACHE_QUERIES),
-                    f"multimodal {{{{{server.MODEL_LABEL}}}}}",
-                ),
+                Q(_hit_ratio(server.MM_CACHE_HITS, server.MM_CACHE_QUERIES), f"multimodal {MODEL_LEGEND}"),
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Engine latency p50 / p99",
             "TTFT and E2E as each vLLM engine recorded them (arrival at the engine to first / last token).",
             "s",
             [
-                Q(f'{rules.server_record(server.TTFT, "p50")}{{model=~"$model"}}', "TTFT p50 {{model}}"),
-                Q(f'{rules.server_record(server.TTFT, "p99")}{{model=~"$model"}}', "TTFT p99 {{model}}"),
-                Q(f'{rules.server_record(server.E2E, "p50")}{{model=~"$model"}}', "E2E p50 {{model}}"),
-                Q(f'{rules.server_record(server.E2E, "p99")}{{model=~"$model"}}', "E2E p99 {{model}}"),
+                Q(server_series(metric, q), f"{name} {q} {{{{model}}}}")
+                for name, metric in (("TTFT", server.TTFT), ("E2E", server.E2E))
+                for q in ("p50", "p99")
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Engine queue time p99",
             server.QUEUE_TIME.help,
             "s",
             [
                 Q(
-                    f"histogram_quantile(0.99, sum by ({server.MODEL_LABEL}, le) "
-                    f"(rate({server.QUEUE_TIME.bucket()}{VLLM}[$__rate_interval])))",
-                    f"{{{{{server.MODEL_LABEL}}}}}",
+                    histogram_quantile(
+                        0.99, server.QUEUE_TIME.bucket(), (server.MODEL_LABEL,), RATE_INTERVAL, VLLM
+                    ),
+                    MODEL_LEGEND,
                 )
             ],
             width=8,
-        )
-    )
-    board = board.with_row(sdk.Row("Ray Serve"))
-    board = board.with_panel(
+        ),
+    ]
+
+
+def _ray_serve() -> list[ts.Panel]:
+    return [
         timeseries(
             "Healthy replicas per deployment",
             server.SERVE_REPLICA_HEALTHY.help,
             "short",
             [Q(f"sum by (application, deployment) ({server.SERVE_REPLICA_HEALTHY.name})", "{{deployment}}")],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Router queue and replica processing",
             f"Queued: {server.SERVE_QUEUED.help} Processing: {server.SERVE_PROCESSING.help}",
@@ -135,54 +141,40 @@ def build() -> sdk.Dashboard:
                 Q(f"sum by (deployment) ({server.SERVE_PROCESSING.name})", "processing {{deployment}}"),
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Replica processing latency p50 / p99",
             f"{server.SERVE_LATENCY_MS.help} For a streaming LLM call: the whole stream.",
             "ms",
             [
                 Q(
-                    f"histogram_quantile({q}, sum by (deployment, le) "
-                    f"(rate({server.SERVE_LATENCY_MS.bucket()}[$__rate_interval])))",
-                    f"p{round(q * 100)} {{{{deployment}}}}",
+                    histogram_quantile(q, server.SERVE_LATENCY_MS.bucket(), ("deployment",), RATE_INTERVAL),
+                    f"{quantile_suffix(q)} {{{{deployment}}}}",
                 )
                 for q in (0.5, 0.99)
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Serve requests/s per deployment",
             server.SERVE_REQUESTS.help,
             "reqps",
-            [
-                Q(
-                    f"sum by (deployment) (rate({server.SERVE_REQUESTS.name}[$__rate_interval]))",
-                    "{{deployment}}",
-                )
-            ],
+            [Q(rate_sum(server.SERVE_REQUESTS.name, ("deployment",), RATE_INTERVAL), "{{deployment}}")],
             width=12,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "Serve error ratio per model",
             "Requests that raised in an LLM replica / requests it processed.",
             "percentunit",
-            [Q(f'{rules.SERVER_ERROR_RATIO}{{model=~"$model"}}', "{{model}}")],
+            [Q(f"{rules.SERVER_ERROR_RATIO}{by_model()}", "{{model}}")],
             width=12,
-        )
-    )
-    return _haproxy_row(board)
+        ),
+    ]
 
 
-def _haproxy_row(board: sdk.Dashboard) -> sdk.Dashboard:
+def _haproxy() -> list[ts.Panel]:
     """HAProxy's own exporter in Ray Serve's HAProxy mode (empty panels on the Python proxy)."""
-    board = board.with_row(sdk.Row("HAProxy (ingress: haproxy)"))
-    board = board.with_panel(
+    return [
         timeseries(
             "HAProxy connections",
             f"{server.HAPROXY_SESSIONS.help} Limit: {server.HAPROXY_MAX_CONNECTIONS.help}",
@@ -192,29 +184,25 @@ def _haproxy_row(board: sdk.Dashboard) -> sdk.Dashboard:
                 Q(f"max({server.HAPROXY_MAX_CONNECTIONS.name})", "maxconn"),
             ],
             width=8,
-        )
-    )
-    board = board.with_panel(
+        ),
         timeseries(
             "HAProxy requests/s and queue per backend",
             f"Requests: {server.HAPROXY_BACKEND_REQUESTS.help} Queue: {server.HAPROXY_QUEUE.help}",
             "short",
             [
                 Q(
-                    f"sum by (proxy) (rate({server.HAPROXY_BACKEND_REQUESTS.name}[$__rate_interval]))",
+                    rate_sum(server.HAPROXY_BACKEND_REQUESTS.name, ("proxy",), RATE_INTERVAL),
                     "req/s {{proxy}}",
                 ),
                 Q(f"sum by (proxy) ({server.HAPROXY_QUEUE.name})", "queued {{proxy}}"),
             ],
             width=8,
-        )
-    )
-    return board.with_panel(
+        ),
         timeseries(
             "HAProxy busy share",
             f"100 - idle: {server.HAPROXY_IDLE.help} Near 100 % HAProxy itself limits the ingress.",
             "percent",
             [Q(f"100 - avg({server.HAPROXY_IDLE.name})", "busy")],
             width=8,
-        )
-    )
+        ),
+    ]
