@@ -173,7 +173,9 @@ class CpuSampler:
         self.path, self.interval_s = path, interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._groups: dict[tuple[int, int], str] = {}  # process -> group, decided once
+        # process -> group, for this sample only: a process renames itself (a Ray worker starts as
+        # ray::IDLE and becomes a replica; vLLM sets VLLM::EngineCore after start), so each sample asks again
+        self._groups: dict[tuple[int, int], str] = {}
         self._ticks: dict[tuple[int, int], int] = {}
         self._machine: dict[str, float] = {}
         self._last_ns = 0
@@ -244,7 +246,7 @@ class CpuSampler:
                 groups[self._group(proc, table)] += (proc.ticks - before) / _TICK
         previous, self._machine, self._ticks = self._machine, machine, ticks
         last_ns, self._last_ns = self._last_ns, now_ns
-        self._groups = {key: g for key, g in self._groups.items() if key in ticks}
+        self._groups = {}
         if not write or not previous:
             return
         busy = machine["busy"] - previous["busy"]
