@@ -54,29 +54,34 @@ def test_code_lines_are_found() -> None:
     assert "Input" in split.prose
 
 
-def test_changed_doctest_output_is_caught() -> None:
-    entry = _entry("zh", "HumanEval/12")
-    bad = [entry[0].replace("    'ccc'\n", "    'bb'\n")]
+@pytest.mark.parametrize(
+    ("language", "task_id", "old", "new", "check", "named"),
+    [
+        pytest.param(
+            "zh", "HumanEval/12", "    'ccc'\n", "    'bb'\n", "code", "'ccc'", id="changed-doctest-output"
+        ),
+        pytest.param(
+            "ru",
+            "HumanEval/72",
+            "will_it_fly([3], 5) ➞ True",
+            "will_it_fly([3], 5) ➞ Истина",
+            "code",
+            "will_it_fly([3], 5) ➞ True",
+            id="changed-example-line",
+        ),
+        pytest.param("ja", "HumanEval/12", "None", "なし", "placeholder", "'None'", id="lost-placeholder"),
+    ],
+)
+def test_planted_fault_is_caught(
+    language: str, task_id: str, old: str, new: str, check: str, named: str
+) -> None:
+    """A real entry with one fault planted: exactly that check fires, and its reason names what broke."""
+    entry = _entry(language, task_id)
+    bad = [entry[0].replace(old, new)]
     assert bad != entry
-    assert _checks(check_entry("HumanEval/12", "zh", PROMPTS["HumanEval/12"], bad)) == {"code"}
-
-
-def test_changed_example_line_is_caught() -> None:
-    entry = _entry("ru", "HumanEval/72")
-    bad = [entry[0].replace("will_it_fly([3], 5) ➞ True", "will_it_fly([3], 5) ➞ Истина")]
-    assert bad != entry
-    findings = check_entry("HumanEval/72", "ru", PROMPTS["HumanEval/72"], bad)
-    assert _checks(findings) == {"code"}
-    assert "will_it_fly([3], 5) ➞ True" in findings[0].reason
-
-
-def test_lost_placeholder_is_caught() -> None:
-    entry = _entry("ja", "HumanEval/12")
-    bad = [entry[0].replace("None", "なし")]
-    assert bad != entry
-    findings = check_entry("HumanEval/12", "ja", PROMPTS["HumanEval/12"], bad)
-    assert _checks(findings) == {"placeholder"}
-    assert "'None'" in findings[0].reason
+    findings = check_entry(task_id, language, PROMPTS[task_id], bad)
+    assert _checks(findings) == {check}
+    assert named in findings[0].reason
 
 
 def test_prose_in_the_wrong_script_is_caught() -> None:
