@@ -36,6 +36,9 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["m3bench", "generated"]
 ALL = ".*"
 RATE_INTERVAL = "$__rate_interval"
+# Legends of server series: one line per model, or per model and engine replica
+MODEL_LEGEND = f"{{{{{server.MODEL_LABEL}}}}}"
+PER_REPLICA_LEGEND = f"{MODEL_LEGEND} {{{{{server.REPLICA_LABEL}}}}}"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from loadgen import metric_names as client
 from observability import rules
 from observability.dashboards import server_metric_names as server
 from observability.dashboards.common import (
+    PER_REPLICA_LEGEND,
     RATE_INTERVAL,
     Q,
     client_series,
@@ -180,7 +181,7 @@ def build() -> sdk.Dashboard:
                         RATE_INTERVAL,
                         server_filter(),
                     ),
-                    f"{{{{{server.MODEL_LABEL}}}}} {{{{{server.REPLICA_LABEL}}}}}",
+                    PER_REPLICA_LEGEND,
                 ),
                 Q(f"{rules.OUTPUT_TOKENS_PER_REPLICA}{run_model()}", "client / replica {{model}}"),
             ],

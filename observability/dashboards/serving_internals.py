@@ -9,6 +9,8 @@ from grafana_foundation_sdk.builders import timeseries as ts
 from observability import rules
 from observability.dashboards import server_metric_names as server
 from observability.dashboards.common import (
+    MODEL_LEGEND,
+    PER_REPLICA_LEGEND,
     RATE_INTERVAL,
     Q,
     by_model,
@@ -22,8 +24,6 @@ from observability.dashboards.promql import histogram_quantile, quantile_suffix,
 UID = "m3bench-serving-internals"
 VLLM = server_filter()
 PER_REPLICA = f"{server.MODEL_LABEL}, {server.REPLICA_LABEL}"
-MODEL_LEGEND = f"{{{{{server.MODEL_LABEL}}}}}"
-PER_REPLICA_LEGEND = f"{MODEL_LEGEND} {{{{{server.REPLICA_LABEL}}}}}"
 
 
 def _rate(metric: server.ServerMetric) -> str:
