@@ -30,11 +30,12 @@ class Probe:
 
 
 def probe_rates(run_dir: Path, warmup_s: float, measure_s: float) -> list[Probe]:
-    """Each probe stage's completions per second: ok requests that ended in [start + warmup, start + warmup
-    + measure] / measure. (Not the summary's first-to-last-send window: at a concurrency the engine batches
-    whole, fixed-length replies finish together, so a short stage may see one round of sends.)"""
+    """Each probe stage's request rate from the tokens that arrived in [start + warmup, start + warmup +
+    measure]: tokens / measure / mean tokens per reply. Tokens, not completions: at a concurrency the engine
+    batches whole, fixed-length replies finish together in rounds, and one round can outlast a short stage
+    (nor the summary's first-to-last-send window, which one round of sends makes ~0)."""
     from loadgen.records import read_records
-    from loadgen.timings import wall_s
+    from loadgen.summary import token_arrivals
 
     starts = {}
     for line in (run_dir / "generator.jsonl").read_text(encoding="utf-8").splitlines():
@@ -47,11 +48,14 @@ def probe_rates(run_dir: Path, warmup_s: float, measure_s: float) -> list[Probe]
     records = read_records(run_dir / "records.jsonl")
     probes = []
     for index, start in sorted(starts.items()):
-        mine = [r for r in records if r.stage_index == index]
+        mine = [r for r in records if r.stage_index == index and r.status == "ok" and r.output_tokens]
         begin, end = start + warmup_s, start + warmup_s + measure_s
-        done = [r for r in mine if r.status == "ok" and begin <= wall_s(r, r.end_ns) <= end]
+        arrived = [sum(n for at, n in token_arrivals(r) if begin <= at <= end) for r in mine]
+        per_reply = sum(r.output_tokens or 0 for r in mine) / len(mine) if mine else 0.0
+        tokens = sum(arrived)
         target = int(mine[0].target) if mine else 0
-        probes.append(Probe(target, len(done) / measure_s, len(done)))
+        rate = tokens / measure_s / per_reply if per_reply else None
+        probes.append(Probe(target, rate, sum(1 for n in arrived if n > 0)))
     return probes
 
 

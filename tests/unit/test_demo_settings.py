@@ -89,7 +89,8 @@ def test_sweeps_run_the_generator_at_the_chosen_priority(tmp_path: Path) -> None
 
 
 def test_probe_rate_counts_completions_inside_the_measured_window(tmp_path: Path) -> None:
-    """Fixed-length replies batched whole end in rounds; the probe counts what ended in its window."""
+    """Fixed-length replies batched whole end in rounds; the probe counts the tokens that arrived in its
+    window (one chunk per reply here, at its first token)."""
     import json
 
     from loadgen.records import RecordWriter, RequestRecord
@@ -133,5 +134,5 @@ def test_probe_rate_counts_completions_inside_the_measured_window(tmp_path: Path
             )
     writer.close()
     low, high = probe_rates(tmp_path, warmup_s=2.0, measure_s=8.0)  # window [2, 10] s of each stage
-    assert (low.concurrency, low.ok, low.throughput) == (1, 5, 5 / 8)  # ends at 3.0 .. 9.0
+    assert (low.concurrency, low.ok, low.throughput) == (1, 6, 6 / 8)  # tokens at 2.1 .. 9.6 s
     assert (high.concurrency, high.ok, high.throughput) == (16, 32, 4.0)  # two rounds of 16
