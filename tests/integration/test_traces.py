@@ -209,7 +209,7 @@ def test_conversations_follow_their_plan(workers: int, tasks: Path, tmp_path: Pa
         follow_ups = plan_session(plan, seed=5, stage_index=0, session_index=index)
         assert [r.turn for r in turns] == list(range(len(follow_ups) + 1))
         assert len({r.worker for r in turns}) == 1  # one process holds the conversation
-        assert (turns[0].grade == "pass")
+        assert turns[0].grade == "pass"
         assert all(r.grade == "ungraded" for r in turns[1:])
         for previous, turn, follow_up in zip(turns, turns[1:], follow_ups, strict=False):
             assert turn.scheduled_ns == previous.end_ns + int(follow_up.think_s * 1e9)
