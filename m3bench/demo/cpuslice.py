@@ -33,11 +33,11 @@ def _title(pid: int) -> str:
         return ""
 
 
-def engine_pids(among: set[int] | None = None) -> list[int]:
-    """The processes that run each vLLM engine's model: its ``VLLM::Worker`` processes (the CPU backend
-    runs the model there and the ``VLLM::EngineCore`` scheduler spins, yielding, while it waits), or
-    the engine core itself where it has no worker process. On the host, or among ``among`` (one
-    cluster's processes)."""
+def engine_groups(among: set[int] | None = None) -> list[list[int]]:
+    """Each vLLM engine's processes: its ``VLLM::EngineCore`` and that core's ``VLLM::Worker`` children
+    (the CPU backend runs the model in the worker while the core busy-polls, with sched_yield, on their
+    shared-memory queue: both must share one cap, or an idle-looking spin takes the other replica's
+    CPU). On the host, or among ``among`` (one cluster's processes)."""
     titles = {}
     for name in os.listdir("/proc"):
         if name.isdigit() and (among is None or int(name) in among):
@@ -45,9 +45,8 @@ def engine_pids(among: set[int] | None = None) -> list[int]:
             if classify(title) == "vllm_engine":
                 titles[int(name)] = title
     workers = [pid for pid, title in titles.items() if title.startswith("VLLM::Worker")]
-    cores = [pid for pid, title in titles.items() if "EngineCore" in title]
-    with_workers = {_ppid(pid) for pid in workers}
-    return sorted(workers + [pid for pid in cores if pid not in with_workers])
+    cores = sorted(pid for pid, title in titles.items() if "EngineCore" in title)
+    return [[core, *sorted(w for w in workers if _ppid(w) == core)] for core in cores]
 
 
 def _ppid(pid: int) -> int:
@@ -74,8 +73,8 @@ class EngineSlices:
             return V2
         return None
 
-    def apply(self, pids: list[int]) -> str | None:
-        """Put each pid (an engine) in its own capped group; None on success, else why not."""
+    def apply(self, engines: list[list[int]]) -> str | None:
+        """Put each engine's processes in one capped group of its own; None on success, else why not."""
         base = self._base()
         if base is None:
             return "no CPU cgroup controller here"
@@ -85,8 +84,8 @@ class EngineSlices:
             if self.v2:
                 (base / "cgroup.subtree_control").write_text("+cpu")
                 (self.root / "cgroup.subtree_control").write_text("+cpu")
-            for pid in pids:
-                group = self.root / f"engine-{pid}"
+            for pids in engines:
+                group = self.root / f"engine-{pids[0]}"
                 group.mkdir(exist_ok=True)
                 self.groups.append(group)
                 quota = int(self.quota * PERIOD_US)
@@ -95,7 +94,8 @@ class EngineSlices:
                 else:
                     (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
                     (group / "cpu.cfs_quota_us").write_text(str(quota))
-                (group / "cgroup.procs").write_text(str(pid))
+                for pid in pids:
+                    (group / "cgroup.procs").write_text(str(pid))
         except OSError as e:
             self.remove()
             return f"cannot use CPU cgroups ({e.strerror or e})"

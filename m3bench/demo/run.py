@@ -311,7 +311,7 @@ class Demo:
 
     def _cap_engines(self, stack: ExitStack, quota: float) -> None:
         """Each of this cluster's vLLM engines in its own CPU cgroup capped at ``quota`` cores."""
-        from m3bench.demo.cpuslice import EngineSlices, engine_pids
+        from m3bench.demo.cpuslice import EngineSlices, engine_groups
         from serving.stack.cluster import LocalRayCluster
 
         state = self.serve.state
@@ -320,7 +320,7 @@ class Demo:
             if state is not None and state.cluster
             else set()
         )
-        pids = engine_pids(mine)
+        pids = engine_groups(mine)
         slices = EngineSlices(f"m3bench-{self.run_id}", quota)
         why = slices.apply(pids)
         stack.callback(slices.remove)

@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from m3bench.demo.cpuslice import EngineSlices, engine_pids
+from m3bench.demo.cpuslice import EngineSlices, engine_groups
 
 
 def test_engine_is_capped_and_the_group_removed() -> None:
@@ -21,9 +21,9 @@ def test_engine_is_capped_and_the_group_removed() -> None:
             "EngineCore" not in " ".join(psutil.Process(child.pid).cmdline()) and time.monotonic() < deadline
         ):
             time.sleep(0.01)  # between fork and exec the child still shows the parent's command line
-        assert engine_pids({child.pid}) == [child.pid]
-        assert engine_pids({child.pid + 10**7}) == []
-        why = slices.apply([child.pid])
+        assert engine_groups({child.pid}) == [[child.pid]]
+        assert engine_groups({child.pid + 10**7}) == []
+        why = slices.apply([[child.pid]])
         if why is not None:  # not root and no delegated cgroup: the demo runs uncapped and says why
             assert "cgroup" in why
             assert slices.groups == []
