@@ -207,7 +207,12 @@ def test_conversations_follow_their_plan(workers: int, tasks: Path, tmp_path: Pa
         turns.sort(key=lambda r: r.turn)
         index = int(session_id.rsplit("-", 1)[1])
         follow_ups = plan_session(plan, seed=5, stage_index=0, session_index=index)
-        assert [r.turn for r in turns] == list(range(len(follow_ups) + 1))
+        numbers = [r.turn for r in turns]
+        if turns[0].phase == "cooldown":  # born in the cooldown: the stage's end may cut it, never reorder it
+            assert numbers == list(range(len(numbers)))
+            assert len(numbers) <= len(follow_ups) + 1
+            continue
+        assert numbers == list(range(len(follow_ups) + 1))
         assert len({r.worker for r in turns}) == 1  # one process holds the conversation
         assert turns[0].grade == "pass"
         assert all(r.grade == "ungraded" for r in turns[1:])
