@@ -204,7 +204,8 @@ def test_traces_and_conversations_on_the_embedded_stack(tmp_path: Path) -> None:
     for record in turns:
         sessions.setdefault(record.session_id or "", []).append(record.turn or 0)
     complete = [s for s, numbers in sessions.items() if sorted(numbers) == [0, 1, 2]]
-    assert len(complete) >= 0.9 * len(sessions), sessions
+    born_measured = {r.session_id for r in turns if r.turn == 0 and r.phase != "cooldown"}
+    assert born_measured <= set(complete), sessions  # only sessions born in the cooldown may be cut
     ok_first = [r for r in turns if r.turn == 0 and r.status == "ok"]
     assert ok_first
     assert all(r.grade != "ungraded" for r in ok_first)
