@@ -7,7 +7,10 @@ Rules, in order:
    Markdown container (a list item, a block quote ``> ``) has its content taken relative to the fence, as
    CommonMark does: the quote markers and up to the fence's own indentation are removed from every line.
    A ```markdown block is searched for fences inside it. The last block that defines the entry point
-   wins; if none does, the blocks are joined. No fence: the whole answer is the code.
+   wins; if none does, the blocks are joined. No fence: the whole answer is the code. A completion
+   (rule 3) that does not parse relative to its fence is tried as written: chat models often put a
+   stray space before a top-level fence (`` ```python`` after "ASSISTANT:"), and the body's indentation
+   is then relative to the prompt's function, not to the fence.
 2. When the code parses, only top-level imports, function and class definitions, assignments and
    ``try`` blocks are kept: example calls, prints and ``if __name__ == "__main__":`` demos are dropped
    so that they neither run nor fail the grade.
@@ -45,8 +48,9 @@ class Extracted:
     how: str
 
 
-def fenced_blocks(answer: str) -> list[str]:
-    """Code blocks in order; language tags other than Python's (or none) are skipped."""
+def fenced_blocks(answer: str, relative: bool = True) -> list[str]:
+    """Code blocks in order; language tags other than Python's (or none) are skipped. ``relative``:
+    content taken relative to the fence (CommonMark); else only the quote markers are removed."""
     blocks: list[str] = []
     position = 0
     while True:
@@ -60,9 +64,12 @@ def fenced_blocks(answer: str) -> list[str]:
         )
         end = closing.search(answer, opening.end())
         body = answer[opening.end() : end.start() if end else len(answer)]
+        if not relative:  # keep only the block-quote markers of the prefix: no indentation is removed
+            markers = _QUOTE_MARKERS.match(prefix)
+            prefix = markers.group(0) if markers else ""
         content = _relative_to_fence(body, prefix, quotes)
         if tag in _NESTING_TAGS:
-            blocks += fenced_blocks(content)
+            blocks += fenced_blocks(content, relative)
         elif _CODE_TAG.match(tag):
             blocks.append(content)
         if end is None:
@@ -123,7 +130,12 @@ def extract_program(answer: str, entry_point: str | None, prelude: str | None) -
     if entry_point and not _defines(code, entry_point):
         first = next((line for line in code.splitlines() if line.strip()), "")
         if prelude and first[:1] in (" ", "\t"):
-            return Extracted(program=prelude.rstrip("\n") + "\n" + code, how=how + ", completing the prompt")
+            program = prelude.rstrip("\n") + "\n" + code
+            if blocks and not parses(program):
+                as_written = prelude.rstrip("\n") + "\n" + "\n".join(fenced_blocks(text, relative=False))
+                if parses(as_written):
+                    program, how = as_written, how + " as written"
+            return Extracted(program=program, how=how + ", completing the prompt")
         if not blocks and not parses(code):
             return None  # prose without a fence and without the function: no code at all
     if not parses(code) and parses(textwrap.dedent(code)):

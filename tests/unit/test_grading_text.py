@@ -122,6 +122,22 @@ def test_list_item_answer_grades_pass() -> None:
     assert result.verdict == "pass", result.detail
 
 
+def test_a_body_after_a_stray_space_before_the_fence_grades_pass() -> None:
+    # What the embedded models answer (served, 2026-12-05): " ```python" after "ASSISTANT:", the body
+    # indented for the prompt's function. Relative to the 1-space fence it would lose a space of every
+    # line (IndentationError, graded error); as written it completes the prompt.
+    from benchmark.tasks.loaders.humaneval import read_problems, to_record
+
+    problem = next(p for p in read_problems() if p.task_id == "HumanEval/2")
+    record = to_record(problem)
+    assert record.canonical_solution is not None
+    answer = " ```python\n" + record.canonical_solution.rstrip() + "\n```"
+    result = grade(record, answer)
+    assert result.verdict == "pass", result.detail
+    wrong = " ```python\n    return 0.0\n```"
+    assert grade(record, wrong).verdict == "fail"
+
+
 @pytest.mark.parametrize(
     "value",
     [None, True, 0, -(10**30), 1.5, math.inf, "é\u0000x", b"\x00\xff", 1 + 2j, [1, (2, 3)], {"a": [1]},
