@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from serving.stack import StackState
 from serving.stack.cluster import LocalRayCluster
@@ -271,3 +272,68 @@ def test_killed_replica_restarts_and_nothing_hangs(stack: Up) -> None:
     print(
         f"kill -> 3 successes after {recovered_at - killed_at:.0f} s; {len(in_flight)} in flight: {outcomes}"
     )
+
+
+def _haproxy_processes(temp_dir: str) -> list[int]:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if (process.info["name"] or "").startswith("haproxy") and temp_dir + "/" in command:
+            found.append(process.pid)
+    return found
+
+
+def test_haproxy_direct_streaming_stack(tmp_path: Path) -> None:
+    """Ray's high-throughput mode on its own one-node stack (after the shared one is down): two models,
+    each its own direct-streaming application under /<id>; HAProxy (started by Ray, sized and placed by
+    m3bench) answers on the Serve port, exports metrics on the plan's port, is listed for Prometheus,
+    and `serve down` ends it."""
+    from observability.prometheus import HAPROXY_SD_FILE
+    from serving.mode import fd_limit, haproxy_maxconn
+
+    catalog = tmp_path / "haproxy.yaml"
+    data = yaml.safe_load(CATALOG.read_text())
+    data.update(name="haproxy-direct", ingress="haproxy", direct_streaming=True)
+    for entry in data["models"]:
+        entry.update(replicas=1, placement=None)
+    catalog.write_text(yaml.safe_dump(data))
+    state_dir = tmp_path / "state"
+    plan = free_port_plan(30000, 45000)
+    up = [
+        *("serve", "up", "--catalog", str(catalog), "--port-base", str(plan.base)),
+        *("--http-port", str(plan.http), "--state-dir", str(state_dir), "--timeout", "720"),
+    ]
+    temp_dir = f"/tmp/m3bench-ray-{plan.base}"
+    try:
+        done = m3bench(*up)
+        print(done.stderr[-3000:])
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "serving mode: haproxy+direct-streaming" in done.stderr
+        state = StackState.load(state_dir)
+        assert state is not None
+        assert state.model_endpoints == {m: f"{state.endpoint}/{m}" for m in MODELS}
+        for model, url in state.model_endpoints.items():
+            assert [m["id"] for m in get_json(f"{url}/v1/models")["data"]] == [model]
+            result = stream_chat(url, request(model, max_tokens=8), timeout_s=180)
+            assert result.ok, result.error
+            assert result.usage is not None
+            assert result.usage["completion_tokens"] == 8
+        info = get_json(f"{state.endpoint}/m3bench/info")
+        assert info["serving_mode"]["label"] == "haproxy+direct-streaming"
+        maxconn = str(haproxy_maxconn(fd_limit()))  # serve up ran with this process's limit
+        assert info["serving_mode"]["env"]["RAY_SERVE_HAPROXY_MAXCONN"] == maxconn
+        pids = _haproxy_processes(temp_dir)
+        assert pids, "no HAProxy of this stack"
+        with urllib.request.urlopen(f"http://127.0.0.1:{plan.haproxy_metrics}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert "haproxy_backend_http_requests_total" in metrics
+        targets = json.loads((Path(temp_dir) / HAPROXY_SD_FILE).read_text())
+        assert targets[0]["targets"] == [f"127.0.0.1:{plan.haproxy_metrics}"]
+    finally:
+        stopped = m3bench("serve", "down", "--state-dir", str(state_dir), timeout_s=240)
+        print(stopped.stderr[-1000:])
+        left = _haproxy_processes(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not left, f"serve down left HAProxy {left}"
