@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadgen.cpu_attribution import CPU_FILE, CpuSampler, attribute_plans
 from loadgen.merge import reconcile
 from loadgen.outcome import Outcome, judge
 from loadgen.preflight import preflight
@@ -185,8 +186,12 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
     run_file.write_text(config.model_dump_json(indent=2), encoding="utf-8")
     provenance["commands"] = _commands(config, run_file)
     (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
-    processes = _start(provenance["commands"], run_dir)
-    warnings, problems, interrupted = _wait(processes, run_dir, config, progress)
+    sampler = CpuSampler(run_dir / CPU_FILE).start()  # where the CPU went, per second (cpu.jsonl)
+    try:
+        processes = _start(provenance["commands"], run_dir)
+        warnings, problems, interrupted = _wait(processes, run_dir, config, progress)
+    finally:
+        sampler.stop()
     exit_codes = {name: process.returncode for name, process in processes.items()}
     merged = run_dir / "records.jsonl"
     merged.touch()  # a Locust that failed at start-up never made it
@@ -199,6 +204,7 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
     from loadgen.schedule import build_plans
 
     stages = [plan.name for plan in build_plans(profile)]
+    attribute_plans(run_dir, build_plans(profile))  # where the CPU went, per stage: cpu.json
     outcome = judge(records, stages, profile.max_error_fraction, problems, interrupted)
     summary = summarize_run(run_dir)
     summary.run = RunInfo(
