@@ -15,20 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loadgen.cpu_attribution import GROUPS
 from m3bench.report.inputs import ResultsIndex
 
-ORDER = (
-    "vllm_engine",
-    "llm_server",
-    "ingress",
-    "proxy",
-    "ray_daemons",
-    "prometheus",
-    "generator",
-    "grader",
-    "m3bench",
-    "other",
-)
+ORDER = GROUPS  # the process groups in the load generator's order
 
 
 def load_cpu(results_dir: Path, index: ResultsIndex) -> dict[str, Any]:
