@@ -18,9 +18,14 @@ from typing import Any, Protocol
 from loadgen import metric_names as client
 from observability import rules
 from observability.dashboards import promql
+from observability.prometheus import JOB_HAPROXY
 
 RATIO_UNITS = {"percentunit"}
 EPSILON = 1e-9
+# Panels of a part a stack may not run (metric-name prefix -> the Prometheus job that scrapes it): such a
+# panel without data is "not applicable" only when that job had no target in the window (nothing ran to
+# measure); when the job was scraped, no data is a failure like any other.
+OPTIONAL_PARTS = {"haproxy_": JOB_HAPROXY}
 
 
 class Client(Protocol):
@@ -91,6 +96,7 @@ class Outcome:
     series: int
     values: list[float]
     problem: str | None = None
+    not_applicable: str | None = None  # why an empty optional panel is no failure (OPTIONAL_PARTS)
 
 
 def panel_queries(documents: Mapping[str, dict[str, Any]]) -> list[PanelQuery]:
@@ -158,7 +164,9 @@ def check_panels(
         result = run_query(prometheus, expr, query.instant, window)
         numbers = _finite(result)
         outcome = Outcome(query.where, expr, len(result), numbers)
-        if not numbers:
+        if not numbers and (job := _absent_part(prometheus, expr, window)):
+            outcome.not_applicable = f"no {job} target was scraped in the window (the stack runs no {job})"
+        elif not numbers:
             outcome.problem = "no data"
         elif min(numbers) < -EPSILON:
             outcome.problem = f"negative value {min(numbers)}"
@@ -166,6 +174,16 @@ def check_panels(
             outcome.problem = f"ratio above 1: {max(numbers)}"
         outcomes.append(outcome)
     return outcomes
+
+
+def _absent_part(prometheus: Client, expr: str, window: Window) -> str | None:
+    """The job of the optional part ``expr`` reads, when that job had no target in the window."""
+    for prefix, job in OPTIONAL_PARTS.items():
+        if prefix in expr and not prometheus.query_range(
+            f'up{{job="{job}"}}', window.start, window.end, window.step
+        ):
+            return job
+    return None
 
 
 def check_rules(prometheus: Client, window: Window) -> list[Outcome]:

@@ -114,3 +114,32 @@ def test_render_draws_one_key_panel_per_dashboard(tmp_path: Path) -> None:
 def test_legend_templates_follow_grafana() -> None:
     assert render.legend("p99 {{model}} {{ language }}", {"model": "m", "language": "en"}) == "p99 m en"
     assert render.legend("", {"__name__": "x", "model": "m"}) == "model=m"
+
+
+class _NoHaproxyPrometheus(_FakePrometheus):
+    """Everything has data but HAProxy's series; whether HAProxy's job was scraped is a parameter."""
+
+    def __init__(self, haproxy_scraped: bool) -> None:
+        self.haproxy_scraped = haproxy_scraped
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        return [] if "haproxy_" in promql else super().query(promql, at)
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        if promql == 'up{job="haproxy"}':
+            return super().query_range(promql, start, end, step) if self.haproxy_scraped else []
+        return [] if "haproxy_" in promql else super().query_range(promql, start, end, step)
+
+
+def test_haproxy_panels_are_not_applicable_only_without_a_haproxy_target() -> None:
+    window = verify.Window(
+        1000.0, 1060.0, {"run": "r", "model": ".*", "language": ".*", "__rate_interval": "4s"}
+    )
+    documents = build.load_committed()
+    absent = verify.check_panels(_NoHaproxyPrometheus(haproxy_scraped=False), documents, window)
+    haproxy = [o for o in absent if "haproxy_" in o.expr]
+    assert haproxy
+    assert all(o.problem is None and o.not_applicable for o in haproxy)
+    assert not any(o.not_applicable for o in absent if "haproxy_" not in o.expr)
+    scraped = verify.check_panels(_NoHaproxyPrometheus(haproxy_scraped=True), documents, window)
+    assert all(o.problem == "no data" for o in scraped if "haproxy_" in o.expr)
