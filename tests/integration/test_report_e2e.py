@@ -186,7 +186,11 @@ def test_report_from_real_runs_renders_in_chromium(results: Path, tmp_path: Path
     assert shot.is_file(), done.stderr[-2000:]
     assert _console(done.stderr) == []
     widths = _natural_widths(page, tmp_path)
-    assert len(widths) == 2 * 2 + 3  # latency + throughput per model, accuracy, Pareto, planner check
+    # latency + throughput per model, accuracy, Pareto, planner check, and where the CPU went per sweep
+    cpu_sweeps = doc["cpu"]["sweeps"]
+    sweeps = json.loads((results / "index.json").read_text())["sweeps"]
+    assert len(cpu_sweeps) == len(sweeps)  # every load run sampled where the CPU went
+    assert len(widths) == 2 * 2 + 3 + len(cpu_sweeps)
     assert all(width > 0 for width in widths)
     if os.environ.get("M3BENCH_REPORT_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["M3BENCH_REPORT_SCREENSHOT"])
