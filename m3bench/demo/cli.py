@@ -45,6 +45,13 @@ def demo(  # noqa: PLR0917 - Typer options
         typer.Option(help="Cap each vLLM engine at this many cores (CPU cgroup; root); 0: uncapped."),
     ] = None,
     measure_s: Annotated[float | None, typer.Option(help="Measured seconds per level.")] = None,
+    ingress: Annotated[
+        str | None,
+        typer.Option(
+            help="haproxy (Ray's high-throughput mode: HAProxy, each model streaming directly) or proxy "
+            "(Ray Serve's Python proxy and ingress)."
+        ),
+    ] = None,
     port_base: Annotated[int | None, typer.Option(help="First of the Ray cluster's ports.")] = None,
     http_port: Annotated[int | None, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = None,
     scale: Annotated[
@@ -57,6 +64,13 @@ def demo(  # noqa: PLR0917 - Typer options
             "output lengths), one INT4 model again at the highest concurrency."
         ),
     ] = True,
+    search: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="After the sweeps, SLO-search this served model (repeat): '<model>' at one replica, "
+            "'<model>-x2' at two; the report gives R* with its interval."
+        ),
+    ] = None,
     accuracy_problems: Annotated[
         int | None, typer.Option(help="Problems per language in the accuracy phase (the demo set's first).")
     ] = None,
@@ -94,7 +108,11 @@ def demo(  # noqa: PLR0917 - Typer options
         values["replica_cpu_quota"] = replica_cpu_quota or None
     if measure_s is not None:
         values["measure_s"] = measure_s
+    if ingress is not None:
+        values["ingress"] = ingress
     values["accuracy"] = accuracy
+    if search:
+        values["search_models"] = search
     if accuracy_problems is not None:
         values["accuracy_problems_per_language"] = accuracy_problems
     try:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from m3bench.demo.settings import DemoSettings, embedded_spec
+from m3bench.demo.settings import DemoSettings, embedded_spec, scale_id
 
 if TYPE_CHECKING:
     from m3bench.demo.display import DemoDisplay
@@ -57,10 +57,6 @@ def _versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[dist] = None
     return out
-
-
-def scale_id(model: str) -> str:
-    return f"{model}-x2"
 
 
 def demo_catalog(settings: DemoSettings) -> dict[str, Any]:
@@ -92,13 +88,11 @@ def demo_catalog(settings: DemoSettings) -> dict[str, Any]:
         "name": "m3bench-demo",
         "description": "m3bench demo: embedded tiny VLMs, INT4 and BF16, on vLLM's CPU backend.",
         "stream_batching_interval_ms": 0,
+        # haproxy: Ray's high-throughput mode, each model's LLMServer streaming straight through HAProxy
+        "ingress": settings.ingress,
+        "direct_streaming": settings.ingress == "haproxy",
         "models": entries,
     }
-    from serving.catalog import Catalog
-
-    if "ingress" in Catalog.model_fields:  # the serving mode, where this catalog version has it
-        haproxy = settings.ingress == "haproxy"
-        catalog |= {"ingress": settings.ingress, "direct_streaming": haproxy}
     return catalog
 
 
@@ -130,6 +124,27 @@ def _probe_profile(settings: DemoSettings, file_sd: Path, seed: int) -> dict[str
     profile["sweep"] |= {"warmup_s": settings.probe_warmup_s, "measure_s": settings.probe_measure_s}
     profile["grading"] = {"enabled": False}  # the probe only counts requests
     return profile
+
+
+def _search_profile(settings: DemoSettings, file_sd: Path, seed: int, start_rate: float) -> dict[str, Any]:
+    """An SLO search (loadgen.search) of the sweeps' requests: TTFT at ``search_quantile`` within the
+    TTFT SLO, bracketing from ``start_rate`` (x 2) inside [start / 16, start x 16]."""
+    profile = _profile(settings, file_sd, seed)
+    del profile["sweep"]
+    target = {"metric": "ttft", "quantile": settings.search_quantile, "max_s": settings.slo_ttft_p99_s}
+    return profile | {
+        "name": "demo-search",
+        "mode": "search",
+        "search": {
+            "targets": [target],
+            "start_rate": start_rate,
+            "min_rate": start_rate / 16,
+            "max_rate": start_rate * 16,
+            "resolution": settings.search_resolution,
+            "max_requests": settings.search_max_requests,
+            "warmup_s": settings.warmup_s,
+        },
+    }
 
 
 def _accuracy_profile(
@@ -219,11 +234,14 @@ class Demo:
         catalog_path.write_text(yaml.safe_dump(demo_catalog(self.settings), sort_keys=False))
         sweeps: list[dict[str, Any]] = []
         accuracy: list[dict[str, Any]] = []
+        searches: list[dict[str, Any]] = []
         try:
             with ExitStack() as stack:
                 prom = self._phase("prometheus", lambda: self._start_prometheus(stack))
                 serve = self._phase("serve", lambda: self._start_serving(stack, catalog_path))
                 self._phase("load", lambda: self._sweep_all(serve.endpoint, tasks_dir, prom, sweeps))
+                if self.settings.search_models:
+                    self._phase("search", lambda: self._search_all(serve.endpoint, tasks_dir, prom, searches))
                 if accuracy_dir is not None:
                     self._phase(
                         "accuracy", lambda: self._accuracy_all(serve.endpoint, accuracy_dir, prom, accuracy)
@@ -232,7 +250,7 @@ class Demo:
         finally:
             # Whatever was measured gets an index, so `m3bench report` can render it.
             if sweeps:
-                self._write_index(sweeps, accuracy, serve_info=self._serve_info())
+                self._write_index(sweeps, accuracy, searches, serve_info=self._serve_info())
         self._phase("report", self._report)
         return self.results
 
@@ -344,7 +362,7 @@ class Demo:
     def _load(self, endpoint: str, tasks_dir: Path, model: str, profile: Any, run_id: str) -> Any:
         """One load-generator run against one served model, its progress lines on the demo's log."""
         from loadgen.profile import RunConfig
-        from loadgen.run import format_progress, run_load
+        from loadgen.run import run_load
 
         config = RunConfig(
             endpoint=endpoint,
@@ -354,6 +372,12 @@ class Demo:
             out_dir=self.results / "load",
             run_id=run_id,
         )
+        return run_load(config, progress=self._progress())
+
+    def _progress(self) -> Callable[[dict[str, Any]], None]:
+        """The load generator's status: to the live display, and each new line to the log."""
+        from loadgen.run import format_progress
+
         last = [""]
 
         def progress(status: dict[str, Any]) -> None:
@@ -364,7 +388,7 @@ class Demo:
                 last[0] = line
                 self.say(line)
 
-        return run_load(config, progress=progress)
+        return progress
 
     def _sweep_all(self, endpoint: str, tasks_dir: Path, prom: Any, sweeps: list[dict[str, Any]]) -> None:
         from loadgen.profile import Profile
@@ -402,6 +426,67 @@ class Demo:
             self.say(f"sweep {served}: {result.records} records")
             if "interrupted" in result.warnings:  # run_load stops its processes and returns on Ctrl-C
                 raise KeyboardInterrupt
+
+    def _search_all(self, endpoint: str, tasks_dir: Path, prom: Any, searches: list[dict[str, Any]]) -> None:
+        """An SLO search (loadgen.search) per ``search_models`` entry: R* and its interval; a 2-replica
+        search starts where the 1-replica one found R*, doubled."""
+        from loadgen.profile import RunConfig
+        from loadgen.search import Search
+
+        settings = self.settings
+        found: dict[str, float] = {}
+        for index, served in enumerate(settings.search_models, start=1):
+            model = settings.scale_model if served == scale_id(settings.scale_model or "") else served
+            assert model is not None
+            replicas = 2 if served != model else 1
+            start = self._search_start(model, replicas, found)
+            run_id = f"{self.run_id}-{served}-search"
+            profile = _search_profile(settings, prom.loadgen_sd_path(run_id), 2000 + index, start)
+            config = RunConfig(
+                endpoint=self._endpoint(endpoint, served),
+                tasks=tasks_dir,
+                models=[served],
+                profile=profile,
+                out_dir=self.results / "search",
+                run_id=run_id,
+            )
+            target = f"TTFT p{settings.search_quantile * 100:g} <= {settings.slo_ttft_p99_s:g} s"
+            self.say(
+                f"search {index}/{len(settings.search_models)}: {served} ({replicas} replica(s)), {target}, "
+                f"from {start:.3g} req/s"
+            )
+            if self.display is not None:
+                self.display.target(f"{served} SLO search")
+            report = Search(config, self._run_probe, self.say).run()
+            result = report.result
+            if result is not None and result.r_star is not None:
+                found[served] = result.r_star
+            searches.append(
+                {
+                    "model": model,
+                    "served_name": served,
+                    "replicas": replicas,
+                    "run_dir": str((config.out_dir / run_id).relative_to(self.results)),
+                }
+            )
+            status = result.status if result is not None else "unfinished"
+            self.say(f"search {served}: {status}, R* {result.r_star if result else None} req/s")
+
+    def _run_probe(self, config: Any) -> Any:
+        """One probe of a search: a load run with the demo's progress; Ctrl-C stops the search too."""
+        from loadgen.run import run_load
+
+        result = run_load(config, progress=self._progress())
+        if "interrupted" in result.warnings:
+            raise KeyboardInterrupt
+        return result
+
+    def _search_start(self, model: str, replicas: int, found: dict[str, float]) -> float:
+        """Where a search starts: twice the 1-replica R* for 2 replicas, else the probe's 1-stream rate."""
+        if replicas > 1 and model in found:
+            return found[model] * replicas
+        one = (self.probes.get(model) or {}).get("throughput", {}).get("1")
+        return float(one) * replicas if one else 0.5 * replicas
 
     def _levels_for(
         self, endpoint: str, tasks_dir: Path, prom: Any, model: str, *, replicas: int, seed: int
@@ -546,38 +631,45 @@ class Demo:
         return notes, accuracy_note
 
     def _write_index(
-        self, sweeps: list[dict[str, Any]], accuracy: list[dict[str, Any]], serve_info: dict[str, Any]
+        self,
+        sweeps: list[dict[str, Any]],
+        accuracy: list[dict[str, Any]],
+        searches: list[dict[str, Any]],
+        serve_info: dict[str, Any],
     ) -> None:
+        """index.json, built from the report's own input models (m3bench.report.inputs), so what the demo
+        writes is what the report validates."""
+        from m3bench.report.inputs import AccuracyEntry, ResultsIndex, RunMetadata, SearchEntry, SweepEntry
+        from serving.catalog import load_catalog
+
         notes, accuracy_note = self._notes()
-        index = {
-            "schema_version": 1,
-            "run": {
-                "run_id": self.run_id,
-                "started": self.started.isoformat(),
-                "ended": dt.datetime.now(dt.UTC).isoformat(),
-                "versions": _versions(),
-                "catalog": str(self.results / "catalog.yaml"),
-                "stream_batching_interval_s": 0.0,
-                "machine": {
+        catalog = load_catalog(self.results / "catalog.yaml")
+        one_replica = f"{self.settings.threads_per_replica} CPU thread(s), unbound"
+        if self.engine_caps.get("quota_cores"):
+            one_replica += f", engine capped at {self.engine_caps['quota_cores']:g} core (CPU cgroup quota)"
+        index = ResultsIndex(
+            run=RunMetadata(
+                run_id=self.run_id,
+                started=self.started,
+                ended=dt.datetime.now(dt.UTC),
+                versions=_versions(),
+                catalog=str(self.results / "catalog.yaml"),
+                stream_batching_interval_s=catalog.stream_batching_interval_ms / 1e3,
+                serving_mode=catalog.serving_mode,
+                machine={
                     "cpus": os.cpu_count(),
                     "processor": platform.processor() or platform.machine(),
-                    "one_replica": f"{self.settings.threads_per_replica} CPU thread(s), unbound"
-                    + (
-                        f", engine capped at {self.engine_caps['quota_cores']:g} core (CPU cgroup quota)"
-                        if self.engine_caps.get("quota_cores")
-                        else ""
-                    ),
+                    "one_replica": one_replica,
                     "load_generator": f"priority {self.settings.generator_priority}",
                 },
-                "notes": [*notes, f"Serve info: {json.dumps(serve_info.get('versions', {}))}"],
-                "accuracy_note": accuracy_note,
-            },
-            "sweeps": sweeps,
-            "accuracy": accuracy,
-            "prometheus_window": "prometheus_window.json",
-            "panels_dir": "panels",
-        }
-        (self.results / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+                notes=[*notes, f"Serve info: {json.dumps(serve_info.get('versions', {}))}"],
+                accuracy_note=accuracy_note,
+            ),
+            sweeps=[SweepEntry.model_validate(sweep) for sweep in sweeps],
+            accuracy=[AccuracyEntry.model_validate(run) for run in accuracy],
+            searches=[SearchEntry.model_validate(search) for search in searches],
+        )
+        (self.results / "index.json").write_text(index.model_dump_json(indent=2, exclude_none=True) + "\n")
 
     def _report(self) -> None:
         from m3bench.report import ReportOptions, build_report

@@ -14,6 +14,11 @@ EMBEDDED = [model_name(f, v) for f in FAMILIES.values() for v in VARIANTS.values
 TRAINED_PROBLEMS = 4
 
 
+def scale_id(model: str) -> str:
+    """The served name of the scale model's 2-replica deployment."""
+    return f"{model}-x2"
+
+
 def embedded_spec(name: str) -> tuple[ModelFamily, Variant]:
     """The family and variant of an embedded model (``tiny-llava-awq-g32`` -> tiny-llava, awq-g32)."""
     for family in FAMILIES.values():
@@ -103,6 +108,22 @@ class DemoSettings(BaseModel):
     threads_per_replica: int = Field(
         default=1, ge=1, description="CPU threads of each engine: one replica = this many cores."
     )
+    search_models: list[str] = Field(
+        default=[],
+        description="Served models to SLO-search after the sweeps (loadgen.search): '<model>' at one "
+        "replica, '<model>-x2' (the scale model) at two. Each gets R* with its interval; both of one model "
+        "give a planner check on R*.",
+    )
+    search_quantile: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="The TTFT percentile the search holds to slo_ttft_p99_s. A p99 probe needs 368 requests "
+        "for its 95 % interval to exist (0.99^n <= 0.025), ~6 min at the 1 req/s one half-core replica "
+        "carries; a p90 probe needs 35, so the demo's search states a p90 target.",
+    )
+    search_resolution: float = Field(default=0.15, gt=0, description="Stop when high / low <= 1 + this.")
+    search_max_requests: int = Field(default=280, ge=10, description="A probe is extended up to this.")
     slo_ttft_p99_s: float = Field(default=2.0, gt=0)
     slo_tpot_p99_s: float = Field(default=0.25, gt=0)
     price_per_core_hour: float = Field(default=0.04, ge=0, description="USD, for cost per 1M tokens.")
@@ -111,6 +132,11 @@ class DemoSettings(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> DemoSettings:
+        served = [*self.models, *([scale_id(self.scale_model)] if self.scale_model else [])]
+        unsearchable = [m for m in self.search_models if m not in served]
+        if unsearchable:
+            listed = ", ".join(served)
+            raise ValueError(f"search_models {', '.join(unsearchable)}: not served (served: {listed})")
         named = [*self.models, self.scale_model or "", self.saturation_model or ""]
         unknown = sorted({m for m in named if m and m not in EMBEDDED})
         if unknown:

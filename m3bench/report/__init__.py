@@ -18,6 +18,7 @@ from m3bench.report.analysis import ReportOptions, build_document
 from m3bench.report.cpu import load_cpu
 from m3bench.report.inputs import ReportError, load_index, optional_path
 from m3bench.report.render import panel_images, write_report
+from m3bench.report.search import load_searches, search_checks
 from m3bench.report.sweeps import load_sweeps
 
 __all__ = ["ReportError", "ReportOptions", "build_report"]
@@ -50,4 +51,8 @@ def build_report(results_dir: Path, options: ReportOptions, out_dir: Path | None
         accuracy_runs=load_accuracy_runs(results_dir, index),
     )
     document["cpu"] = load_cpu(results_dir, index)  # where the CPU went, per level (cpu.json)
+    document["searches"] = load_searches(results_dir, index)  # SLO searches: R* and its interval
+    document["planner_check"] += search_checks(
+        document["searches"], options.check_tolerance, options.scaling_efficiency
+    )
     return write_report(document, out_dir or results_dir / "report", panels)

@@ -270,6 +270,36 @@ def _caveat(side: str, what: str, key: str, sweep: dict[str, Any]) -> str | None
     return None
 
 
+def check_row(
+    model: str,
+    what: str,
+    n: int,
+    *,
+    labels: tuple[str, str],
+    predicted: float | None,
+    measured: float | None,
+    measured_formula: str,
+    tolerance: float,
+    caveats: list[str],
+) -> dict[str, Any]:
+    """One planner-check row: ``predicted`` (from 1 replica) against ``measured`` at ``n`` replicas."""
+    error = planner.prediction_error(predicted, measured)
+    return {
+        "model": model,
+        "quantity": what,
+        "replicas": n,
+        "from": labels[0],
+        "against": labels[1],
+        "predicted": quantity(predicted, "requests/s", FORMULAS["predicted_rate"]),
+        "measured": quantity(measured, "requests/s", measured_formula),
+        "error": quantity(error, "fraction", FORMULAS["prediction_error"]),
+        "tolerance": tolerance,
+        "within_tolerance": None if error is None else abs(error) <= tolerance,
+        "conclusive": error is not None and not caveats,
+        "caveats": caveats,
+    }
+
+
 def _check(models: list[dict[str, Any]], options: ReportOptions) -> list[dict[str, Any]]:
     rows = []
     for model in models:
@@ -283,28 +313,23 @@ def _check(models: list[dict[str, Any]], options: ReportOptions) -> list[dict[st
             n = sweep["replicas"]
             for what, key, sub in CHECKED:
                 one, measured = single[key][sub]["value"], sweep[key][sub]["value"]
-                predicted = planner.predicted_rate(one, n, options.scaling_efficiency)
-                error = planner.prediction_error(predicted, measured)
                 caveats = [
                     caveat
                     for side, data in (("1-replica", single), (f"{n}-replica", sweep))
                     if (caveat := _caveat(side, what, key, data))
                 ]
                 rows.append(
-                    {
-                        "model": model["model"],
-                        "quantity": what,
-                        "replicas": n,
-                        "from": single["label"],
-                        "against": sweep["label"],
-                        "predicted": quantity(predicted, "requests/s", FORMULAS["predicted_rate"]),
-                        "measured": quantity(measured, "requests/s", f"{what} of the {n}-replica sweep"),
-                        "error": quantity(error, "fraction", FORMULAS["prediction_error"]),
-                        "tolerance": options.check_tolerance,
-                        "within_tolerance": None if error is None else abs(error) <= options.check_tolerance,
-                        "conclusive": error is not None and not caveats,
-                        "caveats": caveats,
-                    }
+                    check_row(
+                        model["model"],
+                        what,
+                        n,
+                        labels=(single["label"], sweep["label"]),
+                        predicted=planner.predicted_rate(one, n, options.scaling_efficiency),
+                        measured=measured,
+                        measured_formula=f"{what} of the {n}-replica sweep",
+                        tolerance=options.check_tolerance,
+                        caveats=caveats,
+                    )
                 )
     return rows
 

@@ -85,6 +85,22 @@ class AccuracyEntry(_Model):
         return self.served_name or self.model
 
 
+class SearchEntry(_Model):
+    """One SLO search (``loadgen.search``): its directory holds search.json, every probe's run beneath it."""
+
+    name: str | None = Field(default=None, description="Unique label; default '<model> x<replicas> search'.")
+    model: str = Field(min_length=1, description="Model id as the report shows it.")
+    served_name: str | None = Field(default=None, description="The model name in the records.")
+    replicas: int = Field(ge=1, description="Serving replicas behind the endpoint during the search.")
+    run_dir: str = Field(
+        min_length=1, description="The search's directory (search.json), relative to RESULTS_DIR."
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.model} x{self.replicas} search"
+
+
 class RunMetadata(_Model):
     run_id: str = Field(min_length=1)
     started: datetime
@@ -95,6 +111,11 @@ class RunMetadata(_Model):
     catalog: str | None = Field(default=None, description="Model catalog used (name or path).")
     stream_batching_interval_s: float | None = Field(
         default=None, ge=0, description="Ray Serve stream batching interval; ITL is measured over chunks."
+    )
+    serving_mode: str | None = Field(
+        default=None,
+        description="How the models were served, e.g. 'haproxy+direct-streaming' or 'proxy, 0 ms batching' "
+        "(serving.catalog.Catalog.serving_mode); the report's header states it.",
     )
     machine: str | dict[str, Any] = Field(description="Where the servers ran: a line or a mapping.")
     notes: list[str] = Field(default_factory=list)
@@ -110,6 +131,9 @@ class ResultsIndex(_Model):
     accuracy: list[AccuracyEntry] = Field(
         default_factory=list, description="Accuracy runs (natural output lengths), at low load or saturation."
     )
+    searches: list[SearchEntry] = Field(
+        default_factory=list, description="SLO searches: the highest open-loop rate meeting the SLOs, R*."
+    )
     prometheus_window: str | None = Field(
         default="prometheus_window.json", description="Saved Prometheus time range of the run (if present)."
     )
@@ -122,6 +146,7 @@ class ResultsIndex(_Model):
         for what, labels in (
             ("sweep", [sweep.label for sweep in self.sweeps]),
             ("accuracy run", [run.label for run in self.accuracy]),
+            ("search", [search.label for search in self.searches]),
         ):
             duplicates = sorted({label for label in labels if labels.count(label) > 1})
             if duplicates:
