@@ -10,6 +10,8 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import subprocess
+import sys
 from collections import Counter as Tally
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.process_collector import ProcessCollector
 
 from loadgen import metric_names as names
+from loadgen.metrics_server import MULTIPROC_ENV
 from loadgen.records import RequestRecord
 from loadgen.timings import itl_s, schedule_lag_s, tpot_s, ttft_s
 
@@ -28,7 +31,30 @@ def _make(spec: names.MetricSpec, registry: CollectorRegistry) -> MetricWrapperB
         return Histogram(spec.name, spec.help, spec.labels, buckets=spec.buckets, registry=registry)
     if spec.kind == "counter":
         return Counter(spec.name, spec.help, spec.labels, registry=registry)
-    return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+    # multiprocess mode (one process per directory): the value itself, no pid label
+    return Gauge(spec.name, spec.help, spec.labels, registry=registry, multiprocess_mode="sum")
+
+
+_served: dict[str, int] = {}  # directory -> its server's port
+
+
+def _child_server(directory: str, host: str, port: int) -> int:
+    """Start ``loadgen.metrics_server`` for ``directory`` once per process (a local run's controller and
+    worker share it: one target, no series twice); its port."""
+    key = directory
+    if key not in _served:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "loadgen.metrics_server", directory, str(os.getpid()), host, str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert child.stdout is not None
+        line = child.stdout.readline().decode().strip()
+        if not line.isdigit():
+            child.kill()
+            raise RuntimeError(f"the metrics server for {directory} did not start (exit {child.wait()})")
+        _served[key] = int(line)
+    return _served[key]
 
 
 class ClientMetrics:
@@ -43,8 +69,14 @@ class ClientMetrics:
         self.port: int | None = None
 
     def serve(self, host: str, port: int) -> int:
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        self.port = int(server.server_port)
+        """Serve this process's metrics on ``host:port`` (0: any free port); returns the port. Under
+        ``PROMETHEUS_MULTIPROC_DIR`` (a Locust process that ``m3bench load run`` started) a child process
+        serves them (``loadgen.metrics_server``), once per process, so no scrape runs on this loop."""
+        if os.environ.get(MULTIPROC_ENV):
+            self.port = _child_server(os.environ[MULTIPROC_ENV], host, port)
+        else:
+            server, _ = start_http_server(port, addr=host, registry=self.registry)
+            self.port = int(server.server_port)
         return self.port
 
     def observe(self, record: RequestRecord) -> None:
@@ -111,7 +143,7 @@ def write_file_sd(path: Path, targets: list[str], labels: dict[str, str]) -> Non
     """Prometheus file_sd JSON, written atomically (Prometheus may read it at any moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     content: list[dict[str, Any]] = [
-        {"targets": sorted(targets), "labels": {"job": names.JOB_NAME, **labels}}
+        {"targets": sorted(set(targets)), "labels": {"job": names.JOB_NAME, **labels}}
     ]
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")

@@ -22,10 +22,12 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from typing import Any
 
 from loadgen.cpu_attribution import CPU_FILE, CpuSampler, attribute_plans
 from loadgen.merge import reconcile
+from loadgen.metrics_server import MULTIPROC_ENV
 from loadgen.outcome import Outcome, judge
 from loadgen.preflight import preflight
 from loadgen.profile import LoadgenError, RunConfig
@@ -187,11 +190,13 @@ def run_load(config: RunConfig, progress: Progress | None = None) -> RunResult:
     provenance["commands"] = _commands(config, run_file)
     (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
     sampler = CpuSampler(run_dir / CPU_FILE).start()  # where the CPU went, per second (cpu.jsonl)
+    metrics_root = Path(tempfile.mkdtemp(prefix="m3bench-metrics-"))  # values only: removed at the end
     try:
-        processes = _start(provenance["commands"], run_dir)
+        processes = _start(provenance["commands"], run_dir, metrics_root)
         warnings, problems, interrupted = _wait(processes, run_dir, config, progress)
     finally:
         sampler.stop()
+        shutil.rmtree(metrics_root, ignore_errors=True)
     exit_codes = {name: process.returncode for name, process in processes.items()}
     merged = run_dir / "records.jsonl"
     merged.touch()  # a Locust that failed at start-up never made it
@@ -249,17 +254,22 @@ def backoff_summary(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     }
 
 
-def _start(commands: dict[str, list[str]], run_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
+def _start(
+    commands: dict[str, list[str]], run_dir: Path, metrics_root: Path
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Start the Locust processes; each keeps its metric values in its own directory under
+    ``metrics_root`` for its metrics server process to render (loadgen.metrics_server)."""
     processes: dict[str, subprocess.Popen[bytes]] = {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
     for name, command in commands.items():
         log = (run_dir / "logs" / f"{name}.log").open("ab")
+        (metrics_root / name).mkdir()
         processes[name] = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**env, MULTIPROC_ENV: str(metrics_root / name)},
             start_new_session=True,
         )
         log.close()
