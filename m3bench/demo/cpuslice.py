@@ -101,6 +101,16 @@ class EngineSlices:
             return f"cannot use CPU cgroups ({e.strerror or e})"
         return None
 
+    def set_quota(self, cores: float | None) -> None:
+        """Re-cap every group at ``cores`` (None: uncapped, the group stays) — best effort."""
+        quota_us = None if cores is None else int(cores * PERIOD_US)
+        for group in self.groups:
+            with contextlib.suppress(OSError):
+                if self.v2:
+                    (group / "cpu.max").write_text(f"{'max' if quota_us is None else quota_us} {PERIOD_US}")
+                else:
+                    (group / "cpu.cfs_quota_us").write_text(str(-1 if quota_us is None else quota_us))
+
     def remove(self) -> None:
         """Move every process back to the root group and delete the groups (best effort)."""
         base = V2 if self.v2 else V1

@@ -49,10 +49,10 @@ class DemoSettings(BaseModel):
     concurrencies: list[int] = Field(default=[1, 2, 4, 8], min_length=1, description="levels: fixed.")
     probe_concurrency: int = Field(default=16, ge=2, description="The probe's high level (engine batch).")
     probe_warmup_s: float = Field(default=2.0, ge=0)
-    probe_measure_s: float = Field(default=8.0, gt=0)
+    probe_measure_s: float = Field(default=6.0, gt=0)
     max_concurrency: int = Field(default=96, ge=1, description="No probed level above this.")
     warmup_s: float = Field(default=2.0, ge=0)
-    measure_s: float = Field(default=16.0, gt=0)
+    measure_s: float = Field(default=12.0, gt=0)
     generator_priority: Literal["default", "high", "realtime"] = Field(
         default="realtime",
         description="The load generator's scheduling: realtime (SCHED_FIFO, root or CAP_SYS_NICE) lets it "
@@ -66,10 +66,12 @@ class DemoSettings(BaseModel):
         description="Accuracy phase: every model at one stream, natural output lengths, each task once.",
     )
     accuracy_problems_per_language: int = Field(
-        default=TRAINED_PROBLEMS,
+        default=2,
         ge=1,
-        description="Problems per language the accuracy phase asks (the demo set's first; the embedded "
-        "models were trained on the first 4).",
+        le=TRAINED_PROBLEMS,
+        description="Problems per language the accuracy phase asks: the demo set's first, all among the "
+        f"{TRAINED_PROBLEMS} the embedded models were trained on (2 x 10 languages x image/text = 40 tasks "
+        "per model; 4 took the demo past 15 minutes).",
     )
     accuracy_languages: list[str] | None = Field(
         default=None, description="Languages the accuracy phase asks (default: all of the task set)."
@@ -89,15 +91,18 @@ class DemoSettings(BaseModel):
         "and agents on the same cores (2 replicas need no second node).",
     )
     ingress: Literal["proxy", "haproxy"] = Field(
-        default="proxy",
-        description="proxy: Ray Serve's Python HTTP proxy and ingress; haproxy: Ray's high-throughput mode "
-        "(HAProxy in front, each LLMServer streaming directly), where the serving catalog supports it.",
+        default="haproxy",
+        description="haproxy: Ray's high-throughput mode (HAProxy in front, each model's LLMServer streaming "
+        "directly at <endpoint>/<id>); the best mode measured on both machines (docs/serving.md, 'Serving "
+        "modes'). proxy: Ray Serve's Python HTTP proxy and ingress (0 ms stream batching).",
     )
     replica_cpu_quota: float | None = Field(
-        default=0.5,
+        default=0.4,
         gt=0,
         description="Cap each vLLM engine at this many cores (a CPU cgroup quota; root), so one replica is a "
-        "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice).",
+        "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice). 0.4: the rest "
+        "of the stack (Ray's daemons ~0.3 core, Prometheus up to 0.25, ingress, generator) must fit beside "
+        "two slices on 2 cores; at 0.5 two replicas ran at 1.43-1.58x one (docs/results/demo).",
     )
     ray_metrics_interval_ms: int = Field(
         default=10_000,
