@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from serving.convert.grace_layout import LM_LINEARS, TextSpec
 from serving.embedded.tokenizer import corpus
 from serving.embedded.weights import init_tensor
 from serving.int4 import pack_awq, quantize_rtn
@@ -59,15 +60,6 @@ LLAVA_15_7B = GraceDims(
     vision_layers=24,
     vision_heads=16,
     image_size=336,
-)
-LM_LINEARS = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
 )
 
 
@@ -141,21 +133,14 @@ def _awq(name: str, n: int, k: int, d: GraceDims, random_codes: bool) -> dict[st
 
 def _grace_tensors(d: GraceDims, vision_in_checkpoint: bool, random_codes: bool) -> dict[str, Entry]:
     """Source name -> maker, in LLaVA's state_dict order (LM, vision tower, projector, head)."""
-    head_dim = d.hidden // d.heads
-    linear_shapes = {
-        "self_attn.q_proj": (d.heads * head_dim, d.hidden),
-        "self_attn.k_proj": (d.heads * head_dim, d.hidden),
-        "self_attn.v_proj": (d.heads * head_dim, d.hidden),
-        "self_attn.o_proj": (d.hidden, d.heads * head_dim),
-        "mlp.gate_proj": (d.intermediate, d.hidden),
-        "mlp.up_proj": (d.intermediate, d.hidden),
-        "mlp.down_proj": (d.hidden, d.intermediate),
-    }
+    # (N, K) of every quantized linear, LLaMA's shapes as serving.convert.grace_layout states them
+    text = TextSpec(d.vocab_size, d.hidden, d.intermediate, d.layers, d.heads, kv_heads=d.heads)
+    linear_shapes = text.linears()
     out: dict[str, Entry] = {"model.embed_tokens.weight": _dense("embed", (d.vocab_size, d.hidden))}
     for i in range(d.layers):
         for lin in LM_LINEARS:
             name = f"model.layers.{i}.{lin}"
-            for suffix, entry in _awq(name, *linear_shapes[lin], d, random_codes).items():
+            for suffix, entry in _awq(name, *linear_shapes[name], d, random_codes).items():
                 out[f"{name}.{suffix}"] = entry
         for norm in ("input_layernorm", "post_attention_layernorm"):
             out[f"model.layers.{i}.{norm}.weight"] = _dense(f"model.layers.{i}.{norm}.weight", (d.hidden,))
