@@ -11,6 +11,7 @@ from loadgen.profile import Profile
 from loadgen.schedule import build_plans
 from m3bench.demo.run import _accuracy_profile, demo_catalog, model_facts
 from m3bench.demo.settings import PRESETS, DemoSettings, embedded_spec
+from tests.support.records import bare_record
 
 
 def test_accuracy_profile_asks_every_task_once_at_natural_length(tmp_path: Path) -> None:
@@ -56,7 +57,10 @@ def test_accuracy_phase_asks_what_the_models_were_trained_on() -> None:
     from m3bench.demo.settings import TRAINED_PROBLEMS
     from serving.embedded.train import TRAIN_PROBLEMS
 
-    assert TRAINED_PROBLEMS == TRAIN_PROBLEMS == DemoSettings().accuracy_problems_per_language
+    assert TRAINED_PROBLEMS == TRAIN_PROBLEMS
+    assert 1 <= DemoSettings().accuracy_problems_per_language <= TRAINED_PROBLEMS
+    with pytest.raises(ValidationError, match="accuracy_problems_per_language"):
+        DemoSettings(accuracy_problems_per_language=TRAINED_PROBLEMS + 1)  # never a task it was not taught
 
 
 def test_probe_places_levels_around_the_knee() -> None:
@@ -93,7 +97,7 @@ def test_probe_rate_counts_completions_inside_the_measured_window(tmp_path: Path
     window (one chunk per reply here, at its first token)."""
     import json
 
-    from loadgen.records import RecordWriter, RequestRecord
+    from loadgen.records import RecordWriter
     from m3bench.demo.levels import probe_rates
 
     s = 1_000_000_000
@@ -109,27 +113,18 @@ def test_probe_rate_counts_completions_inside_the_measured_window(tmp_path: Path
         for j, end_s in enumerate(times):
             sent = int((end_s - 1.0) * s) + index * 100 * s
             writer.write(
-                RequestRecord(
-                    run_id="p",
+                bare_record(
                     request_id=f"{index}-{j}",
                     stage=f"c{(1, 16)[index]}",
                     stage_index=index,
-                    phase="measure",
                     mode="closed",
                     target=(1, 16)[index],
-                    worker="local",
-                    model="m",
-                    task_id="t",
-                    language="en",
                     sent_ns=sent,
                     first_token_ns=sent + s // 10,
                     end_ns=sent + s,
                     chunk_offsets_ns=[s // 10],
-                    timing="kernel",
                     anchor_wall_ns=start,
-                    anchor_perf_ns=0,
                     output_tokens=48,
-                    status="ok",
                 )
             )
     writer.close()

@@ -11,31 +11,16 @@ from loadgen.profile import Generator
 from loadgen.records import RequestRecord
 from loadgen.summary import summarize
 from loadgen.validity import first_read
+from tests.support.records import bare_record
 
 S = 1_000_000_000
 MS = 1_000_000
 
 
 def _record(**values: Any) -> RequestRecord:
-    base: dict[str, Any] = {
-        "run_id": "r",
-        "request_id": "r-0",
-        "stage": "s0-c8",
-        "stage_index": 0,
-        "mode": "closed",
-        "target": 8.0,
-        "worker": "w0",
-        "model": "m",
-        "task_id": "t",
-        "language": "en",
-        "timing": "kernel",
-        "anchor_wall_ns": 10**18,
-        "anchor_perf_ns": 0,
-        "status": "ok",
-        "first_token_read_delay_ns": 100_000,
-    }
-    base.update(values)
-    return RequestRecord(**base)
+    """A closed-loop record at concurrency 8, its first token read 0.1 ms after it arrived."""
+    closed = {"stage": "s0-c8", "mode": "closed", "target": 8.0, "first_token_read_delay_ns": 100_000}
+    return bare_record(**{**closed, **values})
 
 
 def closed_loop(
