@@ -26,19 +26,24 @@ import sys
 from gevent import monkey
 monkey.patch_all()
 from loadgen.exporter import ClientMetrics
-from tests.support.records import record
+from tests.unit.test_loadgen_metrics_server import feed
 metrics = ClientMetrics("run1")
-r = record(first_token_read_delay_ns=50_000)
-metrics.observe(r)
-r.grade = "pass"
-metrics.graded(r)
-metrics.inflight("m", 1)
-metrics.target_rate("s0", 2.5)
+feed(metrics)
 port = metrics.serve("127.0.0.1", 0)
 assert metrics.serve("127.0.0.1", 0) == port  # a local run's controller and worker: one server
 print(port, flush=True)
 sys.stdin.readline()
 """
+
+
+def feed(metrics: ClientMetrics) -> None:
+    """One graded record, an in-flight request and a target rate: every kind of metric."""
+    r = record(first_token_read_delay_ns=50_000)
+    metrics.observe(r)
+    r.grade = "pass"
+    metrics.graded(r)
+    metrics.inflight("m", 1)
+    metrics.target_rate("s0", 2.5)
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -54,12 +59,7 @@ def _in_process() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     from prometheus_client import generate_latest
 
     metrics = ClientMetrics("run1")
-    r = record(first_token_read_delay_ns=50_000)
-    metrics.observe(r)
-    r.grade = "pass"
-    metrics.graded(r)
-    metrics.inflight("m", 1)
-    metrics.target_rate("s0", 2.5)
+    feed(metrics)
     registry: CollectorRegistry = metrics.registry
     return _samples(generate_latest(registry).decode())
 
