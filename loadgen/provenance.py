@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import Any
+
+from benchmark.checkout import git_sha
 
 _DISTRIBUTIONS = ("m3bench", "locust", "gevent", "prometheus-client", "pydantic", "numpy")
 
@@ -18,21 +18,6 @@ def _version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def git_sha(start: Path | None = None) -> str | None:
-    root = start or Path(__file__).resolve().parent.parent
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def describe() -> dict[str, Any]:

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from benchmark.checkout import git_sha
 from serving.app import (
     INFO_APP_NAME,
     INFO_PATH,
@@ -235,7 +235,7 @@ class ServeStack:
                 endpoint=state.endpoint,
                 ray_address=state.ray_address,
                 engine_args=engine_args,
-                git_sha=_git_sha(),
+                git_sha=git_sha(),
                 mode_env=self.mode_env,
                 haproxy_metrics=self._haproxy_metrics_url(),
             )
@@ -418,18 +418,3 @@ def stop_stack(state: StackState, state_dir: Path, say: Progress | None = None) 
         finally:
             ray.shutdown()
     StackState.remove(state_dir)
-
-
-def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
