@@ -82,6 +82,20 @@ def _generator_party(workers: Sequence[WorkerHealth]) -> tuple[Party, str]:
     return "client", "; ".join(_why(w) for w in workers) or "no generator health recorded"
 
 
+def _invalid(rule: str, party: Party, evidence: str) -> Finding:
+    """A finding that makes the stage's figures untrustworthy."""
+    return Finding(rule=rule, party=party, invalid=True, evidence=evidence)
+
+
+def _p99_over(
+    rule: str, what: str, p99: float | None, limit_s: float, *, party: Party, why: str
+) -> list[Finding]:
+    """An invalid finding when a delay's p99 (seconds) exceeds its limit, else none."""
+    if p99 is None or p99 <= limit_s:
+        return []
+    return [_invalid(rule, party, f"{what} p99 {p99 * 1e3:.1f} ms > {limit_s * 1e3:g} ms ({why})")]
+
+
 def judge(  # noqa: PLR0917 - one call site (summary), every input is a distinct piece of evidence
     timing: Timing,
     schedule_lag: Distribution,
@@ -93,65 +107,48 @@ def judge(  # noqa: PLR0917 - one call site (summary), every input is a distinct
 ) -> Validity:
     workers = [worker_health(row) for row in health]
     party, context = _generator_party(workers)
-    findings: list[Finding] = []
-    read_p99 = timing.read_delay_s.p99
-    if read_p99 is not None and read_p99 > limits.max_read_delay_s:
-        findings.append(
-            Finding(
-                rule="read_delay",
-                party=party,
-                invalid=True,
-                evidence=f"first-token read delay p99 {read_p99 * 1e3:.1f} ms > "
-                f"{limits.max_read_delay_s * 1e3:g} ms ({context})",
-            )
-        )
+    findings = _p99_over(
+        "read_delay",
+        "first-token read delay",
+        timing.read_delay_s.p99,
+        limits.max_read_delay_s,
+        party=party,
+        why=context,
+    )
     late = sum(kind == "client_late" for kind in first_reads)
     bounded = timing.ttft_upper_bound_fraction
     if bounded is not None and bounded > limits.max_ttft_upper_bound_fraction:
         findings.append(
-            Finding(
-                rule="ttft_upper_bound",
-                party=party,
-                invalid=True,
-                evidence=f"{late} of {ok} first tokens ({bounded:.1%} > "
+            _invalid(
+                "ttft_upper_bound",
+                party,
+                f"{late} of {ok} first tokens ({bounded:.1%} > "
                 f"{limits.max_ttft_upper_bound_fraction:.0%}) shared a read with the second and that "
                 f"read came over {limits.max_read_delay_s * 1e3:g} ms after the bytes arrived (or had no "
                 f"kernel stamp): TTFT only an upper bound ({context})",
             )
         )
-    lag_p99 = schedule_lag.p99
-    if lag_p99 is not None and lag_p99 > limits.max_schedule_lag_s:
-        findings.append(
-            Finding(
-                rule="schedule_lag",
-                party=party,
-                invalid=True,
-                evidence=f"schedule lag p99 {lag_p99 * 1e3:.1f} ms > {limits.max_schedule_lag_s * 1e3:g} ms "
-                f"({context})",
-            )
-        )
+    findings += _p99_over(
+        "schedule_lag", "schedule lag", schedule_lag.p99, limits.max_schedule_lag_s, party=party, why=context
+    )
     for worker in workers:
         if worker.cpu_fraction is not None and worker.cpu_fraction > limits.max_cpu_fraction:
             findings.append(
-                Finding(
-                    rule="generator_cpu",
-                    party="client",
-                    invalid=True,
-                    evidence=f"{worker.worker} used {worker.cpu_fraction:.0%} of a core "
+                _invalid(
+                    "generator_cpu",
+                    "client",
+                    f"{worker.worker} used {worker.cpu_fraction:.0%} of a core "
                     f"(> {limits.max_cpu_fraction:.0%})",
                 )
             )
-        lag = worker.loop_lag_p99_s
-        if lag is not None and lag > limits.max_loop_lag_s:
-            findings.append(
-                Finding(
-                    rule="loop_lag",
-                    party="machine" if _starved(worker) else "client",
-                    invalid=True,
-                    evidence=f"{worker.worker} loop lag p99 {lag * 1e3:.1f} ms > "
-                    f"{limits.max_loop_lag_s * 1e3:g} ms ({_why(worker)})",
-                )
-            )
+        findings += _p99_over(
+            "loop_lag",
+            f"{worker.worker} loop lag",
+            worker.loop_lag_p99_s,
+            limits.max_loop_lag_s,
+            party="machine" if _starved(worker) else "client",
+            why=_why(worker),
+        )
     coalesced = timing.first_read_server_coalesced_fraction
     if coalesced:
         per_write = f"{timing.tokens_per_write:.2f}" if timing.tokens_per_write is not None else "unknown"
