@@ -250,16 +250,8 @@ class Search:
                     break
                 self.say(f"[search] {rate:.4g}/s: invalid probe, not used as evidence: {'; '.join(reasons)}")
             else:
-                return Probe(
-                    index=len(self.report.probes),
-                    rate=rate,
-                    phase=phase,
-                    requests=len(pooled),
-                    run_dirs=run_dirs,
-                    targets=estimates,
-                    verdict="invalid",
-                    invalid_reasons=reasons,
-                )
+                verdict = "invalid"  # every attempt at this pool size was invalid
+                break
             pooled += records
             estimates = [judge_target(pooled, t, spec.confidence, spec.precision) for t in spec.targets]
             verdict = combine(estimates)
@@ -274,12 +266,17 @@ class Search:
             run_dirs=run_dirs,
             targets=estimates,
             verdict=verdict,
-            achieved_rate=achieved,
+            invalid_reasons=reasons if verdict == "invalid" else [],
+            achieved_rate=achieved if verdict != "invalid" else None,
         )
 
-    def _record(self, probe: Probe) -> bool:
-        """Store the probe; True when it passed (inconclusive at max_requests counts as failing)."""
+    def _passes(self, rate: float, phase: Literal["bracket", "bisect"]) -> bool | None:
+        """Probe ``rate`` and store the probe: True when it passed, False when it failed (inconclusive at
+        max_requests counts as failing), None when the generator could not hold the rate."""
+        probe = self.probe(rate, phase)
         self.report.probes.append(probe)
+        if probe.verdict == "invalid":
+            return None  # the search stops here; _finish writes the report
         self._write()
         shown = ", ".join(
             f"{t.metric} p{t.quantile * 100:g} {_ms(t.estimate_s)} [{_ms(t.low_s)}, {_ms(t.high_s)}] ms"
@@ -301,19 +298,19 @@ class Search:
         self._write()
         return self.report
 
+    def _limited(self, rate: float, low: float | None, high: float | None) -> SearchReport:
+        return self._finish("generator_limited", low, high, f"the generator could not hold {rate:.4g}/s")
+
     def run(self) -> SearchReport:
         spec = self.spec
         low: float | None = None
         high: float | None = None
         rate = spec.start_rate
         while low is None or high is None:
-            probe = self.probe(rate, "bracket")
-            if probe.verdict == "invalid":
-                self.report.probes.append(probe)
-                return self._finish(
-                    "generator_limited", low, high, f"the generator could not hold {rate:.4g}/s"
-                )
-            if self._record(probe):
+            passed = self._passes(rate, "bracket")
+            if passed is None:
+                return self._limited(rate, low, high)
+            if passed:
                 low = rate
                 if high is None:
                     if rate >= spec.max_rate:
@@ -327,13 +324,10 @@ class Search:
                     rate = max(rate / spec.growth, spec.min_rate)
         while high / low > 1 + spec.resolution:
             rate = math.sqrt(low * high)
-            probe = self.probe(rate, "bisect")
-            if probe.verdict == "invalid":
-                self.report.probes.append(probe)
-                return self._finish(
-                    "generator_limited", low, high, f"the generator could not hold {rate:.4g}/s"
-                )
-            if self._record(probe):
+            passed = self._passes(rate, "bisect")
+            if passed is None:
+                return self._limited(rate, low, high)
+            if passed:
                 low = rate
             else:
                 high = rate
