@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ try:  # typer >= 0.20 vendors click; m3bench.cli:main turns its exceptions into 
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer on real click
     from click import ClickException  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from serving.stack import StackState
 
 app = typer.Typer(no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)  # progress lines stay whole in logs
@@ -124,6 +127,17 @@ def up(  # noqa: PLR0917 - Typer maps parameters to options
     print(state.endpoint)
 
 
+def _saved_state(state_dir: Path | None) -> tuple[Path, StackState | None]:
+    """Where the stack's state lives, and the state ``up`` left there (None: no stack is up)."""
+    from serving.stack import StackState, StateError, default_state_dir
+
+    where = state_dir or default_state_dir()
+    try:
+        return where, StackState.load(where)
+    except StateError as e:
+        _fail(str(e))
+
+
 @app.command()
 def status(
     state_dir: StateOpt = None,
@@ -132,14 +146,9 @@ def status(
     """Show the stack ``up`` started: endpoint, cluster, per model the replicas running and wanted.
     Exit 1 when none is up, or when any model has no replica running. Removes the /dev/shm segments
     that dead engines of this stack left (serving/stack/shm.py)."""
-    from serving.stack import StackState, StateError, default_state_dir
     from serving.stack.health import health
 
-    where = state_dir or default_state_dir()
-    try:
-        state = StackState.load(where)
-    except StateError as e:
-        _fail(str(e))
+    where, state = _saved_state(state_dir)
     if state is None:
         err.print(f"no stack is up (no state in {where})")
         raise typer.Exit(1)
@@ -183,13 +192,9 @@ def down(
     ] = None,
 ) -> None:
     """Stop what ``up`` started: its own Ray cluster, or only its applications on an existing cluster."""
-    from serving.stack import StackState, StateError, default_state_dir, stop_stack
+    from serving.stack import stop_stack
 
-    where = state_dir or default_state_dir()
-    try:
-        state = StackState.load(where)
-    except StateError as e:
-        _fail(str(e))
+    where, state = _saved_state(state_dir)
     if state is None:
         err.print(f"nothing to stop (no state in {where})")
         return
