@@ -54,20 +54,5 @@ def parse_args(argv: list[str] | None) -> ServerConfig:
         default=None,
         help="tokens/s of one FIFO engine: above capacity / output_len requests/s, TTFT grows as a queue",
     )
-    args = parser.parse_args(argv)
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        ttft_ms=args.ttft_ms,
-        itl_ms=args.itl_ms,
-        output_len=args.output_len,
-        models=tuple(m for m in args.models.split(",") if m),
-        token_text=args.token_text,
-        fault=args.fault,
-        die_after_s=args.die_after_s,
-        request_log=args.request_log,
-        timing_log=args.timing_log,
-        realtime=args.realtime,
-        die_after_requests=args.die_after_requests,
-        capacity_tps=args.capacity_tps,
-    )
+    args = vars(parser.parse_args(argv))  # one option per ServerConfig field, named alike
+    return ServerConfig(**{**args, "models": tuple(m for m in args["models"].split(",") if m)})
