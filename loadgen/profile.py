@@ -328,12 +328,14 @@ class RunConfig(_Model):
         return self
 
 
-def _one_line(exc: ValidationError, where: str) -> str:
+def validation_line(exc: ValidationError, whole: str) -> str:
+    """A pydantic error as one line: the first error's location (``whole`` where it concerns the whole
+    object; none where ``whole`` is empty) and message, and how many more errors there are."""
     error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"]) or "profile"
+    location = ".".join(str(part) for part in error["loc"]) or whole
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"invalid profile {where}: {location}: {message}{more}"
+    return f"{location}: {message}{more}" if location else f"{message}{more}"
 
 
 def load_profile(spec: str | Path, overrides: dict[str, Any] | None = None) -> Profile:
@@ -370,7 +372,7 @@ def load_profile(spec: str | Path, overrides: dict[str, Any] | None = None) -> P
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(_one_line(exc, where)) from None
+        raise ProfileError(f"invalid profile {where}: {validation_line(exc, 'profile')}") from None
     if any(stage.trace is not None for stage in profile.resolved_stages()):
         from loadgen.schedule import build_plans  # reads every trace stage's trace: a bad one fails here
 

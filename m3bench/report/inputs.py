@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from loadgen.profile import validation_line
 from loadgen.records import RequestRecord, read_records
 
 INDEX_FILE = "index.json"
@@ -29,21 +30,34 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SweepEntry(_Model):
-    """One load sweep (one load-generator run, or one model's share of it) against a fixed deployment."""
+class _Entry(_Model):
+    """What every entry of the index names: its label, and its model as the report shows it and as the
+    run's records name it."""
 
-    name: str | None = Field(
-        default=None, description="Unique label in the report; default '<model> x<replicas>'."
-    )
+    name: str | None = Field(default=None, description="Unique label in the report; default: per kind.")
     model: str = Field(min_length=1, description="Model id as the report shows it (catalog name).")
     served_name: str | None = Field(
         default=None, description="The model name in the run's records (default: model)."
     )
+
+    @property
+    def record_model(self) -> str:
+        return self.served_name or self.model
+
+
+class _QuantizedEntry(_Entry):
+    """An entry that measured one quantized model: the report compares models by these."""
+
     quantization: Literal["awq", "gptq", "none"]
     group_size: int | None = Field(
         default=None, gt=0, description="INT4 quantization group size (default: from a '-g<N>' name suffix)."
     )
     family: str = Field(min_length=1, description="Model family, e.g. llava, qwen2-vl.")
+
+
+class SweepEntry(_QuantizedEntry):
+    """One load sweep (one load-generator run, or one model's share of it) against a fixed deployment."""
+
     replicas: int = Field(ge=1, description="Serving replicas behind the endpoint during this sweep.")
     accelerator: str = Field(min_length=1, description="What one replica runs on, e.g. 'cpu-2core', 'H200'.")
     accelerators_per_replica: float = Field(default=1.0, gt=0)
@@ -56,21 +70,11 @@ class SweepEntry(_Model):
     def label(self) -> str:
         return self.name or f"{self.model} x{self.replicas}"
 
-    @property
-    def record_model(self) -> str:
-        return self.served_name or self.model
 
-
-class AccuracyEntry(_Model):
+class AccuracyEntry(_QuantizedEntry):
     """One accuracy run: natural output lengths, temperature 0, each task asked a fixed number of times
     (``sampling.by: cycle``), at one load; its measure-phase records are what counts."""
 
-    name: str | None = Field(default=None, description="Unique label; default '<model> <load>'.")
-    model: str = Field(min_length=1, description="Model id as the report shows it.")
-    served_name: str | None = Field(default=None, description="The model name in the records.")
-    quantization: Literal["awq", "gptq", "none"]
-    group_size: int | None = Field(default=None, gt=0, description="INT4 group size.")
-    family: str = Field(min_length=1)
     load: Literal["low", "saturation"] = Field(
         description="low: no queueing (e.g. one stream); saturation: the sweeps' highest load."
     )
@@ -80,17 +84,10 @@ class AccuracyEntry(_Model):
     def label(self) -> str:
         return self.name or f"{self.model} {self.load}"
 
-    @property
-    def record_model(self) -> str:
-        return self.served_name or self.model
 
-
-class SearchEntry(_Model):
+class SearchEntry(_Entry):
     """One SLO search (``loadgen.search``): its directory holds search.json, every probe's run beneath it."""
 
-    name: str | None = Field(default=None, description="Unique label; default '<model> x<replicas> search'.")
-    model: str = Field(min_length=1, description="Model id as the report shows it.")
-    served_name: str | None = Field(default=None, description="The model name in the records.")
     replicas: int = Field(ge=1, description="Serving replicas behind the endpoint during the search.")
     run_dir: str = Field(
         min_length=1, description="The search's directory (search.json), relative to RESULTS_DIR."
@@ -154,14 +151,6 @@ class ResultsIndex(_Model):
         return self
 
 
-def _one_line(exc: ValidationError, where: Path) -> str:
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"]) or "index"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"invalid {where}: {location}: {message}{more}"
-
-
 def _inside(results_dir: Path, relative: str, what: str) -> Path:
     path = (results_dir / relative).resolve()
     if not path.is_relative_to(results_dir.resolve()):
@@ -183,7 +172,7 @@ def load_index(results_dir: Path) -> ResultsIndex:
     try:
         index = ResultsIndex.model_validate(data)
     except ValidationError as exc:
-        raise ReportError(_one_line(exc, path)) from None
+        raise ReportError(f"invalid {path}: {validation_line(exc, 'index')}") from None
     entries: list[SweepEntry | AccuracyEntry] = [*index.sweeps, *index.accuracy]
     for entry in entries:
         records = run_dir(results_dir, entry) / "records.jsonl"
