@@ -31,6 +31,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from loadgen import metric_names as client
 from observability import rules
 from observability.dashboards import server_metric_names as server
+from observability.dashboards.promql import rate_sum
 
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TAGS = ["m3bench", "generated"]
@@ -57,6 +58,19 @@ def _target(query: Q, ref: str) -> prometheus.Dataquery:
     return target.instant().format(PromQueryFormat.TABLE) if query.instant else target.range()
 
 
+def summed_by(label: str, series: str, what: str = "", *, rate: bool = False) -> Q:
+    """``series`` (its per-second rate when ``rate``) summed per value of ``label``: one line per value,
+    its legend ``what`` and the value."""
+    expr = rate_sum(series, (label,), RATE_INTERVAL) if rate else f"sum by ({label}) ({series})"
+    return Q(expr, f"{what} {{{{{label}}}}}".lstrip())
+
+
+def client_vs_server(client_expr: str, server_expr: str, name: str = "") -> list[Q]:
+    """One quantity as the generator and as the engines measured it, side by side: a line each per model."""
+    what = f" {name}" if name else ""
+    return [Q(client_expr, f"client{what} {{{{model}}}}"), Q(server_expr, f"server{what} {{{{model}}}}")]
+
+
 def refs(count: int) -> list[str]:
     return [chr(ord("A") + i) for i in range(count)]
 
@@ -68,8 +82,9 @@ def with_targets(panel: Any, queries: Sequence[Q]) -> Any:
 
 
 def timeseries(
-    title: str, description: str, unit: str, queries: Sequence[Q], *, width: int = 12, height: int = 8
+    title: str, description: str, unit: str, queries: Sequence[Q], *, width: int = 8, height: int = 8
 ) -> ts.Panel:
+    """A time-series panel, by default a third of Grafana's 24-column grid wide (three to a line)."""
     panel = (
         ts.Panel()
         .title(title)

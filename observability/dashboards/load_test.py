@@ -15,14 +15,16 @@ from observability.dashboards.common import (
     Q,
     by_model,
     client_series,
+    client_vs_server,
     new_dashboard,
     run_model,
     run_only,
     server_series,
+    summed_by,
     timeseries,
     with_row,
 )
-from observability.dashboards.promql import LOADGEN_JOB, rate_sum
+from observability.dashboards.promql import LOADGEN_JOB
 
 UID = "m3bench-load-test"
 PER_RUN = ("run_id",)
@@ -35,7 +37,6 @@ def _p50_p99(spec: client.MetricSpec, title: str, what: str) -> ts.Panel:
         f"Client-side {what}: {spec.help} Quantiles from histogram buckets over the rule window.",
         "s",
         [Q(client_series(spec, q), f"{q} {{{{model}}}}") for q in ("p50", "p99")],
-        width=8,
     )
 
 
@@ -60,10 +61,7 @@ def build() -> sdk.Dashboard:
                 "vLLM engine (arrival -> first token out). The gap is network, HTTP proxy, routing and "
                 "queueing outside the engine.",
                 "s",
-                [
-                    Q(client_series(client.TTFT, "p50"), "client {{model}}"),
-                    Q(server_series(server.TTFT, "p50"), "server {{model}}"),
-                ],
+                client_vs_server(client_series(client.TTFT, "p50"), server_series(server.TTFT, "p50")),
                 width=16,
             ),
         ],
@@ -80,26 +78,23 @@ def _offered_load() -> list[ts.Panel]:
             "reqps",
             [
                 Q(OFFERED, "target"),
-                Q(f"sum by (model) ({rules.REQUESTS_RATE}{run_model()})", "achieved {{model}}"),
+                summed_by("model", f"{rules.REQUESTS_RATE}{run_model()}", "achieved"),
             ],
-            width=8,
         ),
         timeseries(
             "In-flight requests",
             "Requests sent and not finished, per model; closed loop: the target number of streams.",
             "short",
             [
-                Q(f"sum by (model) ({client.INFLIGHT.name}{run_model()})", "{{model}}"),
+                summed_by("model", f"{client.INFLIGHT.name}{run_model()}"),
                 Q(f"sum({client.CONCURRENCY.name}{run_only()})", "target concurrency"),
             ],
-            width=8,
         ),
         timeseries(
             "Schedule lag p50 / p99 (open loop)",
             f"{client.SCHEDULE_LAG.help} Above a few ms the generator, not the server, set the pace.",
             "s",
             [Q(client_series(client.SCHEDULE_LAG, q, PER_RUN), q) for q in ("p50", "p99")],
-            width=8,
         ),
         timeseries(
             "Open loop / trace replay: offered vs achieved arrivals",
@@ -128,54 +123,41 @@ def _throughput_and_errors() -> list[ts.Panel]:
                 Q(f"{rules.REQUESTS_RATE}{run_model()}", "requests {{model}}"),
                 Q(f"{rules.GOODPUT_RATE}{run_model()}", "goodput {{model}}"),
             ],
-            width=8,
         ),
         timeseries(
             "Output tokens/s: client vs server",
             "Client: usage.completion_tokens of finished requests; server: tokens the engines generated.",
             "short",
-            [
-                Q(f"{rules.OUTPUT_TOKENS_RATE}{run_model()}", "client {{model}}"),
-                Q(f"{rules.SERVER_OUTPUT_TOKENS_RATE}{by_model()}", "server {{model}}"),
-            ],
-            width=8,
+            client_vs_server(
+                f"{rules.OUTPUT_TOKENS_RATE}{run_model()}", f"{rules.SERVER_OUTPUT_TOKENS_RATE}{by_model()}"
+            ),
         ),
         timeseries(
             "Requests by status",
             f"{client.REQUESTS.help} Finished requests/s per status.",
             "reqps",
-            [Q(f"sum by (status) ({rules.REQUESTS_BY_STATUS_RATE}{run_model()})", "{{status}}")],
-            width=8,
+            [summed_by("status", f"{rules.REQUESTS_BY_STATUS_RATE}{run_model()}")],
         ),
         timeseries(
             "Error ratio",
             "Requests with a status other than ok / all finished requests, per model.",
             "percentunit",
             [Q(f"{rules.ERROR_RATIO}{run_model()}", "{{model}}")],
-            width=8,
         ),
         timeseries(
             "Load generator CPU",
             "CPU seconds per second of each generator process (master and workers); near 1 = saturated.",
             "short",
             [
-                Q(
-                    rate_sum(
-                        "process_cpu_seconds_total",
-                        ("instance",),
-                        RATE_INTERVAL,
-                        f'{{job="{LOADGEN_JOB}",run_id=~"$run"}}',
-                    ),
-                    "{{instance}}",
+                summed_by(
+                    "instance", f'process_cpu_seconds_total{{job="{LOADGEN_JOB}",run_id=~"$run"}}', rate=True
                 )
             ],
-            width=8,
         ),
         timeseries(
             "Generator event-loop lag p99",
             f"{client.LOOP_LAG.help} Above 20 ms the run's latencies are suspect.",
             "s",
             [Q(client_series(client.LOOP_LAG, "p99", PER_RUN), "p99")],
-            width=8,
         ),
     ]

@@ -17,6 +17,7 @@ from observability.dashboards.common import (
     RATE_INTERVAL,
     Q,
     client_series,
+    client_vs_server,
     new_dashboard,
     run_model,
     run_model_language,
@@ -158,10 +159,7 @@ def build() -> sdk.Dashboard:
                     ("TTFT", client.TTFT, server.TTFT),
                     ("E2E", client.E2E, server.E2E),
                 )
-                for query in (
-                    Q(client_series(spec, "p99"), f"client {name} {{{{model}}}}"),
-                    Q(server_series(metric, "p99"), f"server {name} {{{{model}}}}"),
-                )
+                for query in client_vs_server(client_series(spec, "p99"), server_series(metric, "p99"), name)
             ],
             width=16,
         )
@@ -185,6 +183,7 @@ def build() -> sdk.Dashboard:
                 ),
                 Q(f"{rules.OUTPUT_TOKENS_PER_REPLICA}{run_model()}", "client / replica {{model}}"),
             ],
+            width=12,
         )
     )
     return board.with_panel(
@@ -193,5 +192,6 @@ def build() -> sdk.Dashboard:
             "ok requests meeting every SLO / ok requests (lower bound from histograms).",
             "percentunit",
             [Q(f"{rules.GOODPUT_RATIO}{run_model()}", "{{model}}")],
+            width=12,
         )
     )

@@ -16,6 +16,7 @@ from observability.dashboards.common import (
     by_model,
     new_dashboard,
     server_series,
+    summed_by,
     timeseries,
     with_row,
 )
@@ -59,14 +60,12 @@ def _engines() -> list[ts.Panel]:
                 Q(_per_replica("sum", server.RUNNING), f"running {PER_REPLICA_LEGEND}"),
                 Q(_per_replica("sum", server.WAITING), f"waiting {PER_REPLICA_LEGEND}"),
             ],
-            width=8,
         ),
         timeseries(
             "KV-cache usage",
             f"{server.KV_CACHE_USAGE.help} Sustained values near 1 lead to preemptions.",
             "percentunit",
             [Q(_per_replica("max", server.KV_CACHE_USAGE), PER_REPLICA_LEGEND)],
-            width=8,
         ),
         timeseries(
             "Preemptions/s",
@@ -80,7 +79,6 @@ def _engines() -> list[ts.Panel]:
                     MODEL_LEGEND,
                 )
             ],
-            width=8,
         ),
         timeseries(
             "Prefix and multimodal cache hit ratio",
@@ -93,7 +91,6 @@ def _engines() -> list[ts.Panel]:
                 ),
                 Q(_hit_ratio(server.MM_CACHE_HITS, server.MM_CACHE_QUERIES), f"multimodal {MODEL_LEGEND}"),
             ],
-            width=8,
         ),
         timeseries(
             "Engine latency p50 / p99",
@@ -104,7 +101,6 @@ def _engines() -> list[ts.Panel]:
                 for name, metric in (("TTFT", server.TTFT), ("E2E", server.E2E))
                 for q in ("p50", "p99")
             ],
-            width=8,
         ),
         timeseries(
             "Engine queue time p99",
@@ -118,7 +114,6 @@ def _engines() -> list[ts.Panel]:
                     MODEL_LEGEND,
                 )
             ],
-            width=8,
         ),
     ]
 
@@ -130,17 +125,15 @@ def _ray_serve() -> list[ts.Panel]:
             server.SERVE_REPLICA_HEALTHY.help,
             "short",
             [Q(f"sum by (application, deployment) ({server.SERVE_REPLICA_HEALTHY.name})", "{{deployment}}")],
-            width=8,
         ),
         timeseries(
             "Router queue and replica processing",
             f"Queued: {server.SERVE_QUEUED.help} Processing: {server.SERVE_PROCESSING.help}",
             "short",
             [
-                Q(f"sum by (deployment) ({server.SERVE_QUEUED.name})", "queued {{deployment}}"),
-                Q(f"sum by (deployment) ({server.SERVE_PROCESSING.name})", "processing {{deployment}}"),
+                summed_by("deployment", server.SERVE_QUEUED.name, "queued"),
+                summed_by("deployment", server.SERVE_PROCESSING.name, "processing"),
             ],
-            width=8,
         ),
         timeseries(
             "Replica processing latency p50 / p99",
@@ -153,13 +146,12 @@ def _ray_serve() -> list[ts.Panel]:
                 )
                 for q in (0.5, 0.99)
             ],
-            width=8,
         ),
         timeseries(
             "Serve requests/s per deployment",
             server.SERVE_REQUESTS.help,
             "reqps",
-            [Q(rate_sum(server.SERVE_REQUESTS.name, ("deployment",), RATE_INTERVAL), "{{deployment}}")],
+            [summed_by("deployment", server.SERVE_REQUESTS.name, rate=True)],
             width=12,
         ),
         timeseries(
@@ -180,29 +172,23 @@ def _haproxy() -> list[ts.Panel]:
             f"{server.HAPROXY_SESSIONS.help} Limit: {server.HAPROXY_MAX_CONNECTIONS.help}",
             "short",
             [
-                Q(f"sum by (proxy) ({server.HAPROXY_SESSIONS.name})", "sessions {{proxy}}"),
+                summed_by("proxy", server.HAPROXY_SESSIONS.name, "sessions"),
                 Q(f"max({server.HAPROXY_MAX_CONNECTIONS.name})", "maxconn"),
             ],
-            width=8,
         ),
         timeseries(
             "HAProxy requests/s and queue per backend",
             f"Requests: {server.HAPROXY_BACKEND_REQUESTS.help} Queue: {server.HAPROXY_QUEUE.help}",
             "short",
             [
-                Q(
-                    rate_sum(server.HAPROXY_BACKEND_REQUESTS.name, ("proxy",), RATE_INTERVAL),
-                    "req/s {{proxy}}",
-                ),
-                Q(f"sum by (proxy) ({server.HAPROXY_QUEUE.name})", "queued {{proxy}}"),
+                summed_by("proxy", server.HAPROXY_BACKEND_REQUESTS.name, "req/s", rate=True),
+                summed_by("proxy", server.HAPROXY_QUEUE.name, "queued"),
             ],
-            width=8,
         ),
         timeseries(
             "HAProxy busy share",
             f"100 - idle: {server.HAPROXY_IDLE.help} Near 100 % HAProxy itself limits the ingress.",
             "percent",
             [Q(f"100 - avg({server.HAPROXY_IDLE.name})", "busy")],
-            width=8,
         ),
     ]
