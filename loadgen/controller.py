@@ -130,6 +130,10 @@ class Controller:
                     "name": plan.name,
                     "start_wall_ns": start_wall_ns,
                     "workers": sorted(workers),
+                    # the stage's clock, so a summary can cut its measure phase by time (loadgen.summary)
+                    "warmup_s": plan.warmup_s,
+                    "measure_s": plan.measure_s,
+                    "measure_requests": plan.measure_requests,
                 }
             )
         )

@@ -56,9 +56,14 @@ FORMULAS = {
     "e2e_from_scheduled_s": "last byte - scheduled send (open loop)",
     "schedule_lag_s": "send - scheduled send (open loop)",
     "latency_population": "measure-phase requests (born in the measure phase, whenever they end); ok only",
-    "window_s": "measure window: wall clock from the first to the last measure-phase send. Open loop: the "
-    "schedule's measure phase. Closed loop: the steady state (the ramp lies in warmup; the drain after the "
-    "last measure send, at falling concurrency, is excluded), what vllm bench serve users compare with",
+    "window_s": "measure window. Open loop: the schedule's measure phase, first to last measure-phase send. "
+    "Closed loop, a stage bounded by time: its measure phase by the stage's clock (generator.jsonl "
+    "stage_start + warmup_s, for measure_s, cut at the stage's last byte if it stopped early), when "
+    "concurrency is held "
+    "at the target throughout (the ramp lies in warmup; the drain after it is excluded), what vllm bench "
+    "serve users compare with; it does not depend on when requests happen to be sent, which matters when a "
+    "request outlasts the stage (a batch of 32 replies sent at once gave a 3.6 s window by sends). Closed "
+    "loop bounded by a request count (or without generator.jsonl): first to last measure-phase send",
     "token_arrival": "each content chunk carries output_tokens / content_chunks tokens of its request "
     "(usage completion_tokens spread evenly over the chunks; a reply with usage but no content chunk "
     "delivers them at its end); requests without usage add none (see missing_usage)",
@@ -68,6 +73,9 @@ FORMULAS = {
     "goodput": "ok requests that ended inside the window and met every set SLO / window_s "
     "(undefined TPOT meets a TPOT SLO)",
     "goodput_fraction": "ok measure-phase requests meeting every set SLO / ok measure-phase requests",
+    "request_equivalent_per_s": "output_token_throughput / (usage completion_tokens / ok measure-phase "
+    "requests): the request rate the token flow carries; smooth where completions come in batches (a "
+    "12 s window sees one or two whole batch rounds end, or none)",
     "born_output_tokens_per_s": "schema 1 figure, biased low by the drain tail: usage completion_tokens of "
     "ok measure-phase requests / (last measure end - first measure send)",
     "accuracy": "pass / graded (graded = pass + fail + error + timeout) of ok measure-phase requests",
@@ -151,15 +159,37 @@ def token_arrivals(record: RequestRecord) -> list[tuple[float, float]]:
     return [(wall_s(record, record.sent_ns + offset), share) for offset in offsets]
 
 
-def _window(measured: Sequence[RequestRecord], mode: str) -> Window:
+def _clock(records: Sequence[RequestRecord], start: dict[str, Any] | None) -> tuple[float, float] | None:
+    """The measure phase by the stage's clock (its generator.jsonl ``stage_start`` row), for a stage
+    bounded by time only; None otherwise (a count-bounded stage ends when the count is sent)."""
+    if not start or start.get("measure_s") is None or start.get("measure_requests") is not None:
+        return None
+    begin = int(start["start_wall_ns"]) / 1e9 + float(start.get("warmup_s") or 0.0)
+    last = max((wall_s(r, r.end_ns) for r in records if r.end_ns), default=begin)
+    end = min(begin + float(start["measure_s"]), last)  # a stage stopped early ends at its last byte
+    return (begin, end) if end > begin else None
+
+
+def _window(
+    records: Sequence[RequestRecord],
+    measured: Sequence[RequestRecord],
+    mode: str,
+    start: dict[str, Any] | None,
+) -> Window:
+    clock = _clock(records, start) if mode == "closed" else None
+    if clock is not None:
+        basis = (
+            "closed loop measure phase by the stage clock (concurrency held throughout; ramp, drain excluded)"
+        )
+        return Window(start_unix_s=clock[0], end_unix_s=clock[1], window_s=clock[1] - clock[0], basis=basis)
     sends = [wall_s(r, r.sent_ns) for r in measured]
-    start, end = (min(sends), max(sends)) if sends else (0.0, 0.0)
+    first, last = (min(sends), max(sends)) if sends else (0.0, 0.0)
     basis = (
         "closed loop steady state: first to last measure-phase send (ramp and drain excluded)"
         if mode == "closed"
         else "open loop measure phase: first to last measure-phase send"
     )
-    return Window(start_unix_s=start, end_unix_s=end, window_s=end - start, basis=basis)
+    return Window(start_unix_s=first, end_unix_s=last, window_s=last - first, basis=basis)
 
 
 def _throughput(
@@ -187,6 +217,9 @@ def _throughput(
         output_tokens=output_tokens,
         born_output_tokens_per_s=output_tokens / (born_end - start)
         if measured and born_end > start
+        else None,
+        request_equivalent_per_s=tokens / length / (output_tokens / len(ok))
+        if timed and output_tokens
         else None,
         slo=slo,
         missing_usage=sum(1 for r in ok if r.output_tokens is None),
@@ -223,12 +256,17 @@ def _timing(
 
 
 def summarize_stage(
-    records: Sequence[RequestRecord], slo: Slo, limits: Generator, health: Sequence[dict[str, Any]] = ()
+    records: Sequence[RequestRecord],
+    slo: Slo,
+    limits: Generator,
+    health: Sequence[dict[str, Any]] = (),
+    start: dict[str, Any] | None = None,
 ) -> StageSummary:
+    """One stage; ``health`` its stage_done rows, ``start`` its stage_start row (generator.jsonl)."""
     first = records[0]
     measured = [r for r in records if r.phase == "measure"]
     ok = [r for r in measured if r.status == "ok"]
-    window = _window(measured, first.mode)
+    window = _window(records, measured, first.mode, start)
     latency = Latency(
         ttft=distribution(_present(ttft_s(r) for r in ok)),
         itl=distribution([gap for r in ok for gap in itl_s(r)]),
@@ -277,9 +315,12 @@ def summarize(
     for record in records:
         stages[record.stage_index].append(record)
     stage_health: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    starts: dict[int, dict[str, Any]] = {}
     for row in health:
         if row.get("event") == "stage_done":
             stage_health[int(row["index"])].append(row)
+        elif row.get("event") == "stage_start":
+            starts[int(row["index"])] = row
     ok_measured = [r for r in records if r.phase == "measure" and r.status == "ok"]
     return RunSummary(
         run_id=records[0].run_id if records else None,
@@ -287,7 +328,11 @@ def summarize(
         by_status={s: sum(1 for r in records if r.status == s) for s in STATUSES},
         stages=[
             add_traffic(
-                summarize_stage(stages[i], slo, limits, stage_health[i]), stages[i], slo, health, bucket_s
+                summarize_stage(stages[i], slo, limits, stage_health[i], starts.get(i)),
+                stages[i],
+                slo,
+                health,
+                bucket_s,
             )
             for i in sorted(stages)
         ],

@@ -81,6 +81,11 @@ class Throughput(_Model):
     born_output_tokens_per_s: float | None = Field(
         description="schema-1 figure, kept for comparison: output_tokens / (last measure end - first send)"
     )
+    request_equivalent_per_s: float | None = Field(
+        default=None,
+        description="output_tokens_per_s / usage completion_tokens per ok measure-phase request: the request "
+        "rate the token flow carries, what the capacity planner uses (formulas.request_equivalent_per_s)",
+    )
     slo: Slo
     missing_usage: int
 

@@ -540,7 +540,7 @@ class Demo:
                     "loop_lag_p99_s": max(lags) if lags else None,
                     "read_delay_p99_s": stage.timing.read_delay_s.p99,
                     "ok": stage.counts.ok,
-                    "rate": stage.throughput.requests_per_s,
+                    "rate": stage.throughput.request_equivalent_per_s or stage.throughput.requests_per_s,
                 }
             )
         if self.display is not None:

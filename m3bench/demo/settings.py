@@ -49,7 +49,9 @@ class DemoSettings(BaseModel):
     concurrencies: list[int] = Field(default=[1, 2, 4, 8], min_length=1, description="levels: fixed.")
     probe_concurrency: int = Field(default=16, ge=2, description="The probe's high level (engine batch).")
     probe_warmup_s: float = Field(default=2.0, ge=0)
-    probe_measure_s: float = Field(default=6.0, gt=0)
+    probe_measure_s: float = Field(
+        default=8.0, gt=0, description="At 6 s (and 0.4-core engines) a 16-stream batch round outlasted it."
+    )
     max_concurrency: int = Field(default=96, ge=1, description="No probed level above this.")
     warmup_s: float = Field(default=2.0, ge=0)
     measure_s: float = Field(default=12.0, gt=0)
@@ -97,12 +99,10 @@ class DemoSettings(BaseModel):
         "modes'). proxy: Ray Serve's Python HTTP proxy and ingress (0 ms stream batching).",
     )
     replica_cpu_quota: float | None = Field(
-        default=0.4,
+        default=0.5,
         gt=0,
         description="Cap each vLLM engine at this many cores (a CPU cgroup quota; root), so one replica is a "
-        "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice). 0.4: the rest "
-        "of the stack (Ray's daemons ~0.3 core, Prometheus up to 0.25, ingress, generator) must fit beside "
-        "two slices on 2 cores; at 0.5 two replicas ran at 1.43-1.58x one (docs/results/demo).",
+        "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice).",
     )
     ray_metrics_interval_ms: int = Field(
         default=10_000,

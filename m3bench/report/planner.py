@@ -1,9 +1,9 @@
 """Capacity-planning math: pure functions over the load levels of one sweep (no I/O, no plotting).
 
 A *level* is one stage of a load sweep (a closed-loop concurrency or an open-loop rate) reduced to the
-numbers the planner needs. Rates are completed requests per second (``throughput``: ok measure-phase
-requests / measure window), so closed-loop concurrencies are never read as request rates. Every result
-carries the formula that produced it (``FORMULAS``), which the report prints next to the number.
+numbers the planner needs. Rates are requests per second (``throughput``: the request rate the stage's token
+flow carries over its measure window, FORMULAS), so closed-loop concurrencies are never read as request
+rates. Every result carries the formula that produced it (``FORMULAS``), which the report prints next to it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FORMULAS = {
-    "throughput": "ok measure-phase requests / measure window (s)",
+    "throughput": "request-equivalent rate: output tokens that arrived in the measure window / window (s) / "
+    "output tokens per ok measure-phase request (loadgen summary request_equivalent_per_s; the completion "
+    "count where no usage was reported)",
     "saturation_open": "first open-loop level with throughput / offered rate < saturation_follow",
     "saturation_closed": (
         "first closed-loop level whose throughput elasticity ((X_i - X_i-1) / X_i-1) / "

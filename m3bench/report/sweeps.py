@@ -53,7 +53,10 @@ def level_from_stage(stage: StageSummary, model: str) -> Level:
         stage=stage.stage,
         mode=stage.mode,
         offered=stage.target,
-        throughput=throughput.requests_per_s,
+        # the token flow's request rate: completions come in whole batch rounds on a short window
+        throughput=throughput.request_equivalent_per_s
+        if throughput.request_equivalent_per_s is not None
+        else throughput.requests_per_s,
         output_tokens=throughput.output_tokens,
         ok=stage.counts.ok,
         measured=stage.counts.measured,

@@ -74,6 +74,7 @@ def test_probe_places_levels_around_the_knee() -> None:
     assert choose_levels(knee(Probe(1, 1.0, 5), Probe(16, 15.0, 70)), 16, 96) == [1, 15, 30, 60]
     assert choose_levels(None, 16, 40) == [1, 4, 16, 32, 40]  # a failed probe: a ladder, capped
     assert knee(Probe(1, None, 0), Probe(16, 3.0, 9)) is None
+    assert knee(Probe(1, 0.25, 3), Probe(16, 0.05, 2)) is None  # the high level saw no steady state
     assert scaled([1, 5, 10, 32], 2, 96) == [2, 10, 20, 64]
 
 

@@ -169,3 +169,58 @@ def test_first_read_classification_at_the_limit() -> None:
     assert first_read(at_limit, Generator().max_read_delay_s) == "client_late"
     single = _record(phase="measure", sent_ns=0, end_ns=S, chunk_offsets_ns=[100 * MS])
     assert first_read(single, Generator().max_read_delay_s) is None
+
+
+def _batched_stage(start_row: bool) -> tuple[Any, float]:
+    """32 closed-loop streams whose replies come in whole batch rounds (every 20 s, 48 tokens each, one
+    token every 20/48 s), longer than the 12 s measure phase [10, 22) s of a stage started at 0: the
+    measure-phase sends all fall at the round boundary t = 20 s. Returns the stage and the true rate."""
+    rows = []
+    for stream in range(32):
+        for number, sent_s in enumerate((0.0, 20.0, 40.0)):
+            phase = "warmup" if sent_s < 10.0 else "measure" if sent_s < 22.0 else "cooldown"
+            offsets = [round((k + 1) * 20.0 / 48 * S) for k in range(48)]
+            start = round(sent_s * S)
+            rows.append(
+                _record(
+                    request_id=f"{stream}-{number}",
+                    stage="s0-c32",
+                    target=32.0,
+                    phase=phase,
+                    sent_ns=start + stream * MS,  # the round's sends, 1 ms apart
+                    first_token_ns=start + offsets[0],
+                    end_ns=start + offsets[-1],
+                    chunk_offsets_ns=offsets,
+                    output_tokens=48,
+                )
+            )
+    anchor = rows[0].anchor_wall_ns - rows[0].anchor_perf_ns  # wall ns at perf 0
+    health = (
+        [
+            {
+                "event": "stage_start",
+                "index": 0,
+                "start_wall_ns": anchor,
+                "warmup_s": 10.0,
+                "measure_s": 12.0,
+                "measure_requests": None,
+            }
+        ]
+        if start_row
+        else []
+    )
+    return summarize(rows, health=health).stages[0], 32 / 20.0
+
+
+def test_closed_loop_window_is_the_stage_clock_when_requests_outlast_the_stage() -> None:
+    stage, rate = _batched_stage(start_row=True)
+    assert stage.window.window_s == pytest.approx(12.0)
+    assert "stage clock" in stage.window.basis
+    assert stage.throughput.output_tokens_per_s == pytest.approx(rate * 48, rel=0.02)
+    assert stage.throughput.request_equivalent_per_s == pytest.approx(rate, rel=0.02)
+    # completions are whole batch rounds: one round (32) ended at t = 20 s inside the 12 s window
+    assert stage.throughput.completed_in_window == 32
+    # without the stage's clock the window is first to last measure send: the 31 ms of one round's sends
+    by_sends, _ = _batched_stage(start_row=False)
+    assert by_sends.window.window_s < 0.05
+    assert "first to last measure-phase send" in by_sends.window.basis

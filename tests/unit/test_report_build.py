@@ -55,9 +55,12 @@ def _write_level(
                 grade="fail" if language in fail_languages else "pass",
             )
         )
-    # loadgen.summary: requests that ended inside the measure window (first to last measure send) / window
+    # loadgen.summary request_equivalent_per_s: tokens that arrived inside the measure window (first to
+    # last measure send: no generator.jsonl here) / window / tokens per request
     sends = [start_ns + int(j * gap_s * S) for j in range(N)]
-    return sum(sent + e2e_ns <= sends[-1] for sent in sends) / ((sends[-1] - sends[0]) / S)
+    arrivals = [sent + int(ttft_s * S) + k * ITL_NS for sent in sends for k in range(TOKENS)]
+    inside = sum(sends[0] <= at <= sends[-1] for at in arrivals)
+    return inside / ((sends[-1] - sends[0]) / S) / TOKENS
 
 
 def _sweep(
