@@ -38,7 +38,7 @@ def serve(directory: str, pid: int, host: str, port: int) -> int:
     from prometheus_client.process_collector import ProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     ProcessCollector(pid=lambda: pid, registry=registry)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return int(server.server_port)

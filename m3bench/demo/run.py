@@ -430,7 +430,7 @@ class Demo:
     def _search_all(self, endpoint: str, tasks_dir: Path, prom: Any, searches: list[dict[str, Any]]) -> None:
         """An SLO search (loadgen.search) per ``search_models`` entry: R* and its interval; a 2-replica
         search starts where the 1-replica one found R*, doubled."""
-        from loadgen.profile import RunConfig
+        from loadgen.profile import Profile, RunConfig
         from loadgen.search import Search
 
         settings = self.settings
@@ -441,7 +441,9 @@ class Demo:
             replicas = 2 if served != model else 1
             start = self._search_start(model, replicas, found)
             run_id = f"{self.run_id}-{served}-search"
-            profile = _search_profile(settings, prom.loadgen_sd_path(run_id), 2000 + index, start)
+            profile = Profile.model_validate(
+                _search_profile(settings, prom.loadgen_sd_path(run_id), 2000 + index, start)
+            )
             config = RunConfig(
                 endpoint=self._endpoint(endpoint, served),
                 tasks=tasks_dir,
