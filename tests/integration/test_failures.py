@@ -12,9 +12,9 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -24,6 +24,7 @@ from loadgen.calibration.launch import RunningServer, calibration_server
 from loadgen.calibration.tasks import write_calibration_tasks
 from loadgen.outcome import EXIT_ERRORS, EXIT_GENERATOR_FAILED
 from loadgen.records import read_records
+from tests.support.load import closed_profile, start_load_run
 
 pytestmark = pytest.mark.slow
 
@@ -34,28 +35,13 @@ def tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _profile(measure_s: float, **extra: object) -> str:
-    profile = {
-        "mode": "closed",
-        "stages": [{"concurrency": 4, "measure_s": measure_s}],
-        "request": {"timeout_s": 10, "max_tokens": 16},
-        "grading": {"enabled": False},
-        **extra,
-    }
-    return json.dumps(profile)
+    return closed_profile(4, measure_s, timeout_s=10, **extra)
 
 
 def _load_run(
-    server: RunningServer, tasks: Path, out: Path, profile: str, *more: str
+    server: RunningServer, tasks: Path, out: Path, profile: str, *more: str, models: str = "calib"
 ) -> subprocess.Popen[str]:
-    command = [
-        *(sys.executable, "-c", "from m3bench.cli import main; main()", "load", "run"),
-        *("--endpoint", server.url, "--tasks", str(tasks), "--profile", profile),
-        *("--out", str(out), "--run-id", "run"),
-        *more,
-    ]
-    if "--models" not in more:
-        command += ["--models", "calib"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_load_run(server.url, tasks, models, profile, out, *more)
 
 
 @pytest.fixture
@@ -88,6 +74,24 @@ def _generator_processes(parent: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(parent).children(recursive=True) if "locust" in " ".join(p.cmdline())]
 
 
+@contextmanager
+def _sending(
+    server: RunningServer, request_log: Path, tasks: Path, out: Path, requests: int
+) -> Iterator[tuple[subprocess.Popen[str], list[psutil.Process]]]:
+    """A 2-minute load run once the server has seen ``requests`` of it, and its Locust processes; on the
+    way out it is killed if still running, and reaped."""
+    process = _load_run(server, tasks, out, _profile(120))
+    try:
+        _wait_for_requests(request_log, requests, process)
+        generators = _generator_processes(process.pid)
+        assert generators
+        yield process, generators
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
 def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
     """Those still running (an exited process whose new parent has not reaped it yet is not)."""
     alive = []
@@ -103,11 +107,7 @@ def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
 def test_sigterm_stops_sending_within_2_s_and_writes_the_summary(
     server: RunningServer, request_log: Path, tasks: Path, tmp_path: Path
 ) -> None:
-    process = _load_run(server, tasks, tmp_path / "out", _profile(120))
-    try:
-        _wait_for_requests(request_log, 40, process)
-        generators = _generator_processes(process.pid)
-        assert generators
+    with _sending(server, request_log, tasks, tmp_path / "out", 40) as (process, generators):
         process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
         time.sleep(2.0)
@@ -116,9 +116,6 @@ def test_sigterm_stops_sending_within_2_s_and_writes_the_summary(
         took_s = time.monotonic() - stopped_at
         time.sleep(1.0)
         assert _lines(request_log) == sent_by_2s, "requests still arrived more than 2 s after SIGTERM"
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 128 + signal.SIGTERM, stderr
     assert took_s < 30
     assert stdout.strip().splitlines()[-1].startswith("interrupted by SIGTERM: ")
@@ -137,11 +134,7 @@ def test_sigterm_stops_sending_within_2_s_and_writes_the_summary(
 def test_sigkill_of_the_parent_stops_locust_within_2_s(
     server: RunningServer, request_log: Path, tasks: Path, tmp_path: Path
 ) -> None:
-    process = _load_run(server, tasks, tmp_path / "out", _profile(120))
-    try:
-        _wait_for_requests(request_log, 20, process)
-        generators = _generator_processes(process.pid)
-        assert generators
+    with _sending(server, request_log, tasks, tmp_path / "out", 20) as (process, generators):
         process.kill()
         killed_at = time.monotonic()
         alive = _running(generators)
@@ -153,10 +146,6 @@ def test_sigkill_of_the_parent_stops_locust_within_2_s(
         count = _lines(request_log)
         time.sleep(1.0)
         assert _lines(request_log) == count
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
     print(f"Locust processes gone {gone_s:.2f} s after the parent's SIGKILL")
     records = read_records(tmp_path / "out" / "run" / "records" / "local.jsonl")
     assert len(records) >= 16  # what was measured before the kill is on disk
@@ -182,9 +171,7 @@ def test_instant_500s_back_off_and_exit_3_naming_the_cause(tasks: Path, tmp_path
 
 def test_unknown_model_without_preflight_exits_3_not_found(tasks: Path, tmp_path: Path) -> None:
     with calibration_server() as server:
-        process = _load_run(
-            server, tasks, tmp_path / "out", _profile(1), "--no-preflight", "--models", "nope"
-        )
+        process = _load_run(server, tasks, tmp_path / "out", _profile(1), "--no-preflight", models="nope")
         out, err = process.communicate(timeout=120)
     assert process.returncode == EXIT_ERRORS, err
     last = out.strip().splitlines()[-1]

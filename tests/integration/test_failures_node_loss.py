@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from loadgen.records import read_records
 from loadgen.timings import wall_s
 from serving.stack import StackState
 from serving.stack.cluster import NODE_ENV, LocalRayCluster
+from tests.support.load import closed_profile, m3bench, start_load_run
 from tests.support.ports import free_port_plan
 
 pytestmark = pytest.mark.slow
@@ -50,11 +50,6 @@ models:
 """
 
 
-def m3bench(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from m3bench.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-
-
 def _on_node(process: psutil.Process, index: int) -> bool:
     try:
         return bool(process.environ().get(NODE_ENV) == str(index))
@@ -81,22 +76,8 @@ def test_node_loss_keeps_the_other_replica_serving(tmp_path: Path) -> None:
         assert state.cluster is not None
         cluster = LocalRayCluster.from_state(state.cluster)
         tasks = write_calibration_tasks(tmp_path / "tasks", per_language=2, languages=("en",))
-        profile = {
-            "mode": "closed",
-            "stages": [{"concurrency": 2, "measure_s": 60}],
-            "request": {"timeout_s": 60, "max_tokens": 16},
-            "grading": {"enabled": False},
-        }
-        load = subprocess.Popen(
-            [
-                *(sys.executable, "-c", "from m3bench.cli import main; main()", "load", "run"),
-                *("--endpoint", state.endpoint, "--tasks", str(tasks), "--models", MODEL),
-                *("--profile", json.dumps(profile), "--out", str(tmp_path / "load"), "--run-id", "run"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        profile = closed_profile(2, measure_s=60, timeout_s=60)
+        load = start_load_run(state.endpoint, tasks, MODEL, profile, tmp_path / "load")
         time.sleep(15)
         node = [p for p in cluster.processes() if _on_node(p, 1)]
         assert any("EngineCore" in " ".join(p.cmdline()) for p in node), "no engine on the worker node"

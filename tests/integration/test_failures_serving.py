@@ -13,11 +13,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -28,32 +25,17 @@ from loadgen.outcome import EXIT_ERRORS
 from loadgen.records import read_records
 from loadgen.timings import wall_s
 from serving.stack import StackState
-from serving.stack.cluster import LocalRayCluster
 from serving.stack.shm import SHM_DIR, held_segments
 from serving.stack.smoke import chat_body, image_data_url, stream_chat
+from tests.support.load import closed_profile, m3bench, start_load_run
 from tests.support.ports import free_port_plan
+from tests.support.stack import Up
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "deploy/models/embedded-cpu.yaml"
 MODEL = "tiny-llava-awq"
-
-
-def m3bench(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from m3bench.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-
-
-@dataclass(frozen=True)
-class Up:
-    state: StackState
-    state_dir: Path
-
-    @property
-    def cluster(self) -> LocalRayCluster:
-        assert self.state.cluster is not None
-        return LocalRayCluster.from_state(self.state.cluster)
 
 
 @pytest.fixture(scope="module")
@@ -101,22 +83,8 @@ def test_engine_death_is_loud_and_recovers(stack: Up, tmp_path: Path) -> None:
     replica = engine.parent()  # the Serve replica actor: Serve replaces it when its engine is dead
     assert replica is not None
     segments = held_segments([engine.pid, replica.pid])
-    profile = {
-        "mode": "closed",
-        "stages": [{"concurrency": 2, "measure_s": 100}],
-        "request": {"timeout_s": 60, "max_tokens": 16},
-        "grading": {"enabled": False},
-    }
-    load = subprocess.Popen(
-        [
-            *(sys.executable, "-c", "from m3bench.cli import main; main()", "load", "run"),
-            *("--endpoint", stack.state.endpoint, "--tasks", str(tasks), "--models", MODEL),
-            *("--profile", json.dumps(profile), "--out", str(tmp_path / "load"), "--run-id", "run"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    profile = closed_profile(2, measure_s=100, timeout_s=60)
+    load = start_load_run(stack.endpoint, tasks, MODEL, profile, tmp_path / "load")
     try:
         time.sleep(15)  # steady load first
         assert load.poll() is None
@@ -178,7 +146,7 @@ def test_replica_kill_recovery(stack: Up) -> None:
     assert replica is not None
     assert "ServeReplica" in " ".join(replica.cmdline()) + replica.name()
     image = image_data_url()
-    assert stream_chat(stack.state.endpoint, chat_body(MODEL, image, max_tokens=4), timeout_s=120).ok
+    assert stream_chat(stack.endpoint, chat_body(MODEL, image, max_tokens=4), timeout_s=120).ok
     killed_at = time.time()
     replica.kill()
     down_seen: float | None = None
@@ -190,7 +158,7 @@ def test_replica_kill_recovery(stack: Up) -> None:
             down_seen = time.time()
         time.sleep(0.5)
     while time.time() < killed_at + 300 and first_ok is None:
-        result = stream_chat(stack.state.endpoint, chat_body(MODEL, image, max_tokens=4), timeout_s=240)
+        result = stream_chat(stack.endpoint, chat_body(MODEL, image, max_tokens=4), timeout_s=240)
         if result.ok:
             first_ok = time.time()
         else:

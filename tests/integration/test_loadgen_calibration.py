@@ -21,11 +21,12 @@ import pytest
 
 from loadgen.calibration.launch import calibration_server
 from loadgen.calibration.tasks import write_calibration_tasks
-from loadgen.profile import Generator, Profile, RunConfig
+from loadgen.profile import Generator, Profile
 from loadgen.records import read_records
 from loadgen.run import run_load
 from loadgen.search import read_search, run_search
 from loadgen.validity import first_read
+from tests.support.load import calibration_config
 from tests.support.skips import skip_disturbed
 
 pytestmark = pytest.mark.slow
@@ -37,12 +38,6 @@ E2E = TTFT + (TOKENS - 1) * ITL
 def tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_calibration_tasks(
         tmp_path_factory.mktemp("tasks"), per_language=2, languages=("en", "zh", "ar"), max_tokens=TOKENS
-    )
-
-
-def _config(url: str, tasks: Path, out: Path, profile: dict[str, Any]) -> RunConfig:
-    return RunConfig(
-        endpoint=url, tasks=tasks, models=["calib"], profile=Profile.model_validate(profile), out_dir=out
     )
 
 
@@ -66,7 +61,7 @@ def test_closed_loop_matches_the_program_at_1_and_64_streams(tasks: Path, tmp_pa
         with calibration_server(
             "--ttft-ms", "100", "--itl-ms", "10", "--realtime", "--timing-log", str(timing_log)
         ) as server:
-            result = run_load(_config(server.url, tasks, tmp_path / f"attempt{_attempt}", profile))
+            result = run_load(calibration_config(server.url, tasks, tmp_path / f"attempt{_attempt}", profile))
             server_stats = server.stats()
         if all(stage.generator.valid for stage in result.summary.stages):
             break
@@ -126,7 +121,7 @@ def test_open_loop_rate_and_schedule(tasks: Path, tmp_path: Path) -> None:
         "generator": {"priority": "realtime"},  # schedule precision, not this shared machine, is tested
     }
     with calibration_server("--ttft-ms", "20", "--itl-ms", "5", "--realtime") as server:
-        result = run_load(_config(server.url, tasks, tmp_path, profile))
+        result = run_load(calibration_config(server.url, tasks, tmp_path, profile))
     stage = result.summary.stages[0]
     assert abs(stage.counts.measured - 200) <= 1
     assert stage.throughput.achieved_send_rate_per_s == pytest.approx(50, rel=0.05)
@@ -170,7 +165,7 @@ def test_master_and_two_workers_record_every_request_exactly_once(tasks: Path, t
     with calibration_server(
         "--ttft-ms", "20", "--itl-ms", "5", "--realtime", "--request-log", str(request_log)
     ) as server:
-        result = run_load(_config(server.url, tasks, tmp_path, profile), progress=scrape)
+        result = run_load(calibration_config(server.url, tasks, tmp_path, profile), progress=scrape)
     records = read_records(result.records_path)
     ids = [r.request_id for r in records]
     received = [line for line in request_log.read_text().splitlines() if not line.startswith("calib-")]
@@ -209,7 +204,7 @@ def test_count_bounded_stages_stop_at_the_count_in_every_worker(tasks: Path, tmp
     with calibration_server(
         "--ttft-ms", "20", "--itl-ms", "5", "--realtime", "--request-log", str(request_log)
     ) as server:
-        result = run_load(_config(server.url, tasks, tmp_path, profile))
+        result = run_load(calibration_config(server.url, tasks, tmp_path, profile))
     received = [line for line in request_log.read_text().splitlines() if not line.startswith("calib-")]
     records = read_records(result.records_path)
     assert len(received) == 120  # 100 + 20 planned, + 0
@@ -244,15 +239,9 @@ def test_slo_search_finds_the_programmed_knee(tasks: Path, tmp_path: Path) -> No
     with calibration_server(
         "--ttft-ms", "20", "--itl-ms", "2", "--output-len", "20", "--capacity-tps", "400", "--realtime"
     ) as server:
-        config = RunConfig(
-            endpoint=server.url,
-            tasks=tasks,
-            models=["calib"],
-            profile=profile,
-            out_dir=tmp_path,
-            run_id="search",
+        report = run_search(
+            calibration_config(server.url, tasks, tmp_path, profile, run_id="search"), say=print
         )
-        report = run_search(config, say=print)
     result = report.result
     assert result is not None
     if result.status == "generator_limited":

@@ -12,12 +12,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,9 @@ from serving.stack import StackState
 from serving.stack.cluster import LocalRayCluster
 from serving.stack.health import replicas
 from serving.stack.smoke import StreamResult, chat_body, image_data_url, stream_chat
+from tests.support.load import m3bench as support_m3bench
 from tests.support.ports import free_port_plan
+from tests.support.stack import Up
 
 pytestmark = pytest.mark.slow
 
@@ -41,29 +41,7 @@ COUNTER = "ray_serve_deployment_request_counter_total"
 
 
 def m3bench(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from m3bench.cli import main; main()", *args]
-    env = {**os.environ, METRICS_INTERVAL: "1000"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s, check=False)
-
-
-@dataclass(frozen=True)
-class Up:
-    state: StackState
-    state_dir: Path
-
-    @property
-    def endpoint(self) -> str:
-        return self.state.endpoint
-
-    @property
-    def dashboard(self) -> str:
-        assert self.state.dashboard_url is not None
-        return self.state.dashboard_url
-
-    @property
-    def cluster(self) -> LocalRayCluster:
-        assert self.state.cluster is not None
-        return LocalRayCluster.from_state(self.state.cluster)
+    return support_m3bench(*args, timeout_s=timeout_s, env={**os.environ, METRICS_INTERVAL: "1000"})
 
 
 @pytest.fixture(scope="module")

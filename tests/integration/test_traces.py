@@ -23,12 +23,13 @@ import pytest
 
 from loadgen.calibration.launch import calibration_server
 from loadgen.calibration.tasks import write_calibration_tasks
-from loadgen.profile import Profile, RunConfig
+from loadgen.profile import Profile
 from loadgen.records import read_records
 from loadgen.run import run_load
 from loadgen.stats import quantile
 from loadgen.summary_model import RunSummary
 from loadgen.traces.formats import TraceRow, write_mooncake
+from tests.support.load import calibration_config
 from tests.support.skips import skip_disturbed
 
 pytestmark = pytest.mark.slow
@@ -102,14 +103,7 @@ def test_known_trace_is_replayed_exactly(
         with calibration_server(
             "--ttft-ms", "5", "--itl-ms", "2", "--realtime", "--request-log", str(request_log)
         ) as server:
-            config = RunConfig(
-                endpoint=server.url,
-                tasks=tasks,
-                models=["calib"],
-                profile=profile,
-                out_dir=tmp_path / str(attempt),
-            )
-            result = run_load(config)
+            result = run_load(calibration_config(server.url, tasks, tmp_path / str(attempt), profile))
         records = read_records(result.records_path)
         lags = sorted((r.sent_ns - r.scheduled_ns) / 1e9 for r in records if r.scheduled_ns is not None)
         lag_p99 = quantile(lags, 0.99)
@@ -189,10 +183,7 @@ def test_conversations_follow_their_plan(workers: int, tasks: Path, tmp_path: Pa
         }
     )
     with calibration_server("--ttft-ms", "20", "--itl-ms", "2") as server:
-        config = RunConfig(
-            endpoint=server.url, tasks=tasks, models=["calib"], profile=profile, out_dir=tmp_path
-        )
-        result = run_load(config)
+        result = run_load(calibration_config(server.url, tasks, tmp_path, profile))
     records = read_records(result.records_path)
     assert all(r.status == "ok" for r in records)
     sessions: dict[str, list[Any]] = {}
