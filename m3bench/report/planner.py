@@ -17,7 +17,8 @@ from typing import Literal
 FORMULAS = {
     "throughput": "request-equivalent rate: output tokens that arrived in the measure window / window (s) / "
     "output tokens per ok measure-phase request (loadgen summary request_equivalent_per_s; the completion "
-    "count where no usage was reported)",
+    "count where no usage was reported); not measured (none) for a closed-loop level whose window is shorter "
+    "than its median E2E (the window saw part of a batch round, not a steady state)",
     "saturation_open": "first open-loop level with throughput / offered rate < saturation_follow",
     "saturation_closed": (
         "first closed-loop level whose throughput elasticity ((X_i - X_i-1) / X_i-1) / "

@@ -44,6 +44,19 @@ class LoadedSweep:
         return {language: cell.model_dump(by_alias=True) for language, cell in cells.items()}
 
 
+def _rate(stage: StageSummary) -> float | None:
+    """The level's request rate (planner FORMULAS throughput); None where a closed-loop window is shorter
+    than the median request: it saw part of a batch round, not a steady state (BF16 at 32 streams: 27 s
+    requests, 12 s window, 0.03 req/s against 1.03 at 16 streams)."""
+    throughput, e2e = stage.throughput, stage.latency_s.e2e.p50
+    if stage.mode == "closed" and e2e is not None and stage.window.window_s < e2e:
+        return None
+    # the token flow's request rate: completions come in whole batch rounds on a short window
+    if throughput.request_equivalent_per_s is not None:
+        return throughput.request_equivalent_per_s
+    return throughput.requests_per_s
+
+
 def level_from_stage(stage: StageSummary, model: str) -> Level:
     """A planner level from one stage summary (``loadgen.summary.summarize_stage``)."""
     latency, throughput = stage.latency_s, stage.throughput
@@ -53,10 +66,7 @@ def level_from_stage(stage: StageSummary, model: str) -> Level:
         stage=stage.stage,
         mode=stage.mode,
         offered=stage.target,
-        # the token flow's request rate: completions come in whole batch rounds on a short window
-        throughput=throughput.request_equivalent_per_s
-        if throughput.request_equivalent_per_s is not None
-        else throughput.requests_per_s,
+        throughput=_rate(stage),
         output_tokens=throughput.output_tokens,
         ok=stage.counts.ok,
         measured=stage.counts.measured,
