@@ -128,7 +128,9 @@ class DemoSettings(BaseModel):
         "carries; a p90 probe needs 35, so the demo's search states a p90 target.",
     )
     search_resolution: float = Field(default=0.15, gt=0, description="Stop when high / low <= 1 + this.")
-    search_max_requests: int = Field(default=280, ge=10, description="A probe is extended up to this.")
+    search_max_requests: int = Field(
+        default=140, ge=10, description="A probe is extended (doubled from 35) up to this: 140 s at 1 req/s."
+    )
     slo_ttft_p99_s: float = Field(default=2.0, gt=0)
     slo_tpot_p99_s: float = Field(default=0.25, gt=0)
     price_per_core_hour: float = Field(default=0.04, ge=0, description="USD, for cost per 1M tokens.")
