@@ -18,6 +18,7 @@ import contextlib
 import socket as _stdsocket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -191,8 +192,7 @@ def _run(conn: Connection, request: bytes, reply: RawReply) -> None:
     sock = conn.sock
     kernel = conn.kernel_stamps
     reply.kernel_stamps = kernel
-    recvmsg = _waiting_recvmsg(sock) if kernel else None
-    recv = sock.recv
+    read = _reader(sock, kernel)
     head = bytearray()
     body = reply.body
     reads = reply.reads
@@ -204,11 +204,7 @@ def _run(conn: Connection, request: bytes, reply: RawReply) -> None:
         framing = ""
         length = -1
         while True:
-            if recvmsg is not None:
-                data, ancillary, _, _ = recvmsg(_READ_SIZE, _CMSG_SPACE)
-            else:
-                data, ancillary = recv(_READ_SIZE), []
-            user_ns = _perf()
+            data, ancillary, user_ns = read()
             if not data:
                 reply.error_kind, reply.error = "disconnect", "connection closed before the reply head"
                 reply.end_ns = user_ns
@@ -229,11 +225,7 @@ def _run(conn: Connection, request: bytes, reply: RawReply) -> None:
         scan = _ChunkScanner() if framing == "chunked" else None
         done = _body_done(scan, body, framing, length)
         while not done:
-            if recvmsg is not None:
-                data, ancillary, _, _ = recvmsg(_READ_SIZE, _CMSG_SPACE)
-            else:
-                data, ancillary = recv(_READ_SIZE), []
-            user_ns = _perf()
+            data, ancillary, user_ns = read()
             if not data:
                 if framing:
                     reply.error_kind = "disconnect"
@@ -258,6 +250,28 @@ def _run(conn: Connection, request: bytes, reply: RawReply) -> None:
     except ValueError as exc:
         reply.error_kind, reply.error = "bad_reply", f"unreadable HTTP framing: {exc}"
         reply.end_ns = _perf()
+
+
+_Read = tuple[bytes, list[tuple[int, int, bytes]], int]
+
+
+def _reader(sock: Any, kernel_stamps: bool) -> Callable[[], _Read]:
+    """One read of the socket: (bytes, ancillary data holding the kernel's arrival stamp when
+    ``kernel_stamps``, perf_counter ns taken as soon as the read returned)."""
+    if kernel_stamps:
+        recvmsg = _waiting_recvmsg(sock)
+
+        def read_stamped() -> _Read:
+            data, ancillary, _, _ = recvmsg(_READ_SIZE, _CMSG_SPACE)
+            return data, ancillary, _perf()
+
+        return read_stamped
+    recv = sock.recv
+
+    def read() -> _Read:
+        return recv(_READ_SIZE), [], _perf()
+
+    return read
 
 
 def _waiting_recvmsg(sock: Any) -> Any:
