@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from loadgen.profile import PROFILES_DIR, LoadgenError, RunConfig, load_profile
+from loadgen.profile import PROFILES_DIR, LoadgenError, RunConfig, load_profile, validation_line
 
 if TYPE_CHECKING:
     from loadgen.summary_model import StageSummary
@@ -46,6 +47,36 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _run_config(  # noqa: PLR0917 - the options `load run` and `load search` share
+    endpoint: str,
+    tasks: Path,
+    models: str,
+    profile: str,
+    overrides: dict[str, Any],
+    out: Path,
+    run_id: str | None,
+    no_preflight: bool,
+) -> RunConfig:
+    """The RunConfig of `load run` and `load search` from their options (``models`` comma-separated,
+    ``profile`` a file, built-in name or inline YAML); bad input is a one-line LoadgenError."""
+    model_list = [m.strip() for m in models.split(",") if m.strip()]
+    if not model_list:
+        raise LoadgenError("--models names no model")
+    loaded = load_profile(profile, overrides)
+    try:
+        return RunConfig(
+            endpoint=endpoint,
+            tasks=tasks,
+            models=model_list,
+            profile=loaded,
+            out_dir=out,
+            run_id=run_id,
+            preflight=not no_preflight,
+        )
+    except ValidationError as exc:
+        raise LoadgenError(validation_line(exc, "")) from None
+
+
 @app.command("run")
 def run_command(  # noqa: PLR0917 - Typer options
     endpoint: Annotated[str, typer.Option(help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000")],
@@ -78,18 +109,7 @@ def run_command(  # noqa: PLR0917 - Typer options
     if no_grading:
         overrides["grading.enabled"] = False
     try:
-        model_list = [m.strip() for m in models.split(",") if m.strip()]
-        if not model_list:
-            raise LoadgenError("--models names no model")
-        config = RunConfig(
-            endpoint=endpoint,
-            tasks=tasks,
-            models=model_list,
-            profile=load_profile(profile, overrides),
-            out_dir=out,
-            run_id=run_id,
-            preflight=not no_preflight,
-        )
+        config = _run_config(endpoint, tasks, models, profile, overrides, out, run_id, no_preflight)
         if config.profile.mode == "search":
             _run_search(config)
             return
@@ -138,21 +158,11 @@ def search_command(  # noqa: PLR0917 - Typer options
     """SLO search: the highest open-loop rate meeting the profile's percentile targets, with its interval."""
     overrides: dict[str, Any] = {"grading.enabled": False} if no_grading else {}
     try:
-        model_list = [m.strip() for m in models.split(",") if m.strip()]
-        if not model_list:
-            raise LoadgenError("--models names no model")
-        loaded = load_profile(profile, overrides)
-        if loaded.mode != "search":
-            raise LoadgenError(f"profile {profile} has mode: {loaded.mode}; a search needs mode: search")
-        config = RunConfig(
-            endpoint=endpoint,
-            tasks=tasks,
-            models=model_list,
-            profile=loaded,
-            out_dir=out,
-            run_id=run_id,
-            preflight=not no_preflight,
-        )
+        config = _run_config(endpoint, tasks, models, profile, overrides, out, run_id, no_preflight)
+        if config.profile.mode != "search":
+            raise LoadgenError(
+                f"profile {profile} has mode: {config.profile.mode}; a search needs mode: search"
+            )
         _run_search(config)
     except LoadgenError as exc:
         raise _fail(str(exc)) from None
