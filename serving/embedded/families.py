@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tokenizers import Tokenizer
@@ -68,6 +68,38 @@ def special_tokens(family: ModelFamily) -> list[str]:
     return LLAVA_SPECIALS if family.architecture.startswith("Llava") else QWEN_SPECIALS
 
 
+class VisionDims(Protocol):
+    """The CLIP tower's sizes, as a model family (and the GRACE test fixture's dims) name them."""
+
+    @property
+    def vision_hidden(self) -> int: ...
+    @property
+    def vision_intermediate(self) -> int: ...
+    @property
+    def vision_layers(self) -> int: ...
+    @property
+    def vision_heads(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def patch_size(self) -> int: ...
+
+
+def clip_vision_config(dims: VisionDims, projection_dim: int, **extra: Any) -> Any:
+    """LLaVA's CLIP vision config from ``dims`` (quick_gelu, as openai's CLIP ViT)."""
+    return _transformers().CLIPVisionConfig(
+        hidden_size=dims.vision_hidden,
+        intermediate_size=dims.vision_intermediate,
+        num_hidden_layers=dims.vision_layers,
+        num_attention_heads=dims.vision_heads,
+        image_size=dims.image_size,
+        patch_size=dims.patch_size,
+        projection_dim=projection_dim,
+        hidden_act="quick_gelu",
+        **extra,
+    )
+
+
 def hf_config(family: ModelFamily, tok: Tokenizer) -> Any:
     """The transformers config object for the family (serialised with its own ``to_dict``)."""
     t = family.text
@@ -87,16 +119,7 @@ def hf_config(family: ModelFamily, tok: Tokenizer) -> Any:
             pad_token_id=tok.token_to_id("<pad>"),
             tie_word_embeddings=False,
         )
-        vision = tf.CLIPVisionConfig(
-            hidden_size=family.vision_hidden,
-            intermediate_size=family.vision_intermediate,
-            num_hidden_layers=family.vision_layers,
-            num_attention_heads=family.vision_heads,
-            image_size=family.image_size,
-            patch_size=family.patch_size,
-            projection_dim=t.hidden,
-            hidden_act="quick_gelu",
-        )
+        vision = clip_vision_config(family, projection_dim=t.hidden)
         cfg = tf.LlavaConfig(
             vision_config=vision,
             text_config=text,

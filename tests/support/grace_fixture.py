@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from serving.convert.grace_layout import LM_LINEARS, TextSpec
+from serving.embedded.families import clip_vision_config
 from serving.embedded.tokenizer import corpus
 from serving.embedded.weights import init_tensor
 from serving.int4 import pack_awq, quantize_rtn
@@ -74,17 +75,7 @@ Entry = tuple[tuple[int, ...], Maker]  # (shape, maker): shapes are known before
 
 
 def _clip(d: GraceDims) -> CLIPVisionConfig:
-    cfg = CLIPVisionConfig(
-        hidden_size=d.vision_hidden,
-        intermediate_size=d.vision_intermediate,
-        num_hidden_layers=d.vision_layers,
-        num_attention_heads=d.vision_heads,
-        image_size=d.image_size,
-        patch_size=d.patch_size,
-        projection_dim=768,
-        hidden_act="quick_gelu",
-        layer_norm_eps=1e-5,
-    )
+    cfg: CLIPVisionConfig = clip_vision_config(d, projection_dim=768, layer_norm_eps=1e-5)
     cfg.architectures = ["CLIPVisionModel"]
     return cfg
 
