@@ -13,7 +13,8 @@ before the process imports prometheus_client: the library's own mechanism for se
 not render), and this child reads and renders them (``MultiProcessCollector``) together with the Locust
 process's CPU (``ProcessCollector`` of its pid: ``process_cpu_seconds_total`` stays the generator's). The
 series, names and labels are the same as with in-process serving. The child prints its port on stdout,
-ends with its parent (``PR_SET_PDEATHSIG`` and a pid watch) and never touches the directory's files.
+ends with its parent (``PR_SET_PDEATHSIG`` and a pid watch) and then removes the directory (nobody writes it
+any more; ``loadgen.run`` removes it too, but cannot when it was killed: the CI run of 10:07 left two behind).
 
 Run as ``python -m loadgen.metrics_server DIR PID HOST PORT`` (``ClientMetrics.serve`` does it).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
 import time
@@ -48,10 +50,15 @@ def main(argv: list[str]) -> int:
     directory, pid, host, port = argv[0], int(argv[1]), argv[2], int(argv[3])
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    bound = serve(directory, pid, host, port)
-    print(bound, flush=True)
-    while os.getppid() == pid:  # the pid watch covers a parent that died before the prctl took effect
-        time.sleep(0.5)
+    try:
+        bound = serve(directory, pid, host, port)
+        print(bound, flush=True)
+        while os.getppid() == pid:  # the pid watch covers a parent that died before the prctl took effect
+            time.sleep(0.5)
+    finally:  # the Locust process is gone (or we were told to stop): its values are no one's any more
+        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(os.path.abspath(directory)))  # loadgen.run's root, once empty
     return 0
 
 

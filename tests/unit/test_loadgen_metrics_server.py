@@ -65,7 +65,9 @@ def _in_process() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def test_child_serves_the_same_series_and_ends_with_the_process(tmp_path: Path) -> None:
-    env = {**os.environ, MULTIPROC_ENV: str(tmp_path), "PYTHONPATH": str(REPO)}
+    values = tmp_path / "run" / "local"  # loadgen.run's layout: a root, one directory per Locust process
+    values.mkdir(parents=True)
+    env = {**os.environ, MULTIPROC_ENV: str(values), "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [sys.executable, "-c", PROCESS], cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -94,3 +96,7 @@ def test_child_serves_the_same_series_and_ends_with_the_process(tmp_path: Path) 
     assert not [
         pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
     ]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (tmp_path / "run").exists():
+        time.sleep(0.1)
+    assert not (tmp_path / "run").exists()  # the values directory and its empty root are removed
