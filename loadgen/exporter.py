@@ -41,8 +41,7 @@ _served: dict[str, int] = {}  # directory -> its server's port
 def _child_server(directory: str, host: str, port: int) -> int:
     """Start ``loadgen.metrics_server`` for ``directory`` once per process (a local run's controller and
     worker share it: one target, no series twice); its port."""
-    key = directory
-    if key not in _served:
+    if directory not in _served:
         child = subprocess.Popen(
             [sys.executable, "-m", "loadgen.metrics_server", directory, str(os.getpid()), host, str(port)],
             stdin=subprocess.DEVNULL,
@@ -53,8 +52,8 @@ def _child_server(directory: str, host: str, port: int) -> int:
         if not line.isdigit():
             child.kill()
             raise RuntimeError(f"the metrics server for {directory} did not start (exit {child.wait()})")
-        _served[key] = int(line)
-    return _served[key]
+        _served[directory] = int(line)
+    return _served[directory]
 
 
 class ClientMetrics:

@@ -32,6 +32,7 @@ import yaml
 from m3bench.demo.settings import DemoSettings, embedded_spec, scale_id
 
 if TYPE_CHECKING:
+    from m3bench.demo.cpuslice import EngineSlices
     from m3bench.demo.display import DemoDisplay
 
 Say = Callable[[str], None]
@@ -188,6 +189,7 @@ class Demo:
         self.phase_windows: dict[str, tuple[int, int]] = {}  # phase -> (start, end) wall ns
         self.machine_load: dict[str, Any] = {}
         self.engine_caps: dict[str, Any] = {}
+        self.slices: EngineSlices | None = None  # the engines' CPU caps, once applied
         self.run_id = dt.datetime.now(dt.UTC).strftime("demo-%Y%m%d-%H%M%S")
         self.results = (settings.results_root / self.run_id).resolve()
         self.started = dt.datetime.now(dt.UTC)
@@ -390,12 +392,18 @@ class Demo:
 
         return progress
 
-    def _sweep_all(self, endpoint: str, tasks_dir: Path, prom: Any, sweeps: list[dict[str, Any]]) -> None:
-        from loadgen.profile import Profile
-
+    def _targets(self) -> list[tuple[str, str, int]]:
+        """(served name, model, replicas) of every deployment: each model at one replica, the scale model
+        again at two."""
         targets = [(m, m, 1) for m in self.settings.models]
         if self.settings.scale_model:
             targets.append((scale_id(self.settings.scale_model), self.settings.scale_model, 2))
+        return targets
+
+    def _sweep_all(self, endpoint: str, tasks_dir: Path, prom: Any, sweeps: list[dict[str, Any]]) -> None:
+        from loadgen.profile import Profile
+
+        targets = self._targets()
         settings = self.settings
         for index, (served, model, replicas) in enumerate(targets, start=1):
             levels = self._levels_for(endpoint, tasks_dir, prom, model, replicas=replicas, seed=index)
@@ -434,11 +442,10 @@ class Demo:
         from loadgen.search import Search
 
         settings = self.settings
+        deployments = {served: (model, replicas) for served, model, replicas in self._targets()}
         found: dict[str, float] = {}
         for index, served in enumerate(settings.search_models, start=1):
-            model = settings.scale_model if served == scale_id(settings.scale_model or "") else served
-            assert model is not None
-            replicas = 2 if served != model else 1
+            model, replicas = deployments[served]
             start = self._search_start(model, replicas, found)
             run_id = f"{self.run_id}-{served}-search"
             profile = Profile.model_validate(
@@ -571,9 +578,8 @@ class Demo:
         ).lap
         saturation = max(self.levels.get(settings.saturation_model or "", settings.concurrencies))
         low = [(model, "low", 1) for model in settings.models]
-        slices = getattr(self, "slices", None)
-        if slices is not None:  # grades do not depend on the CPU slice: let the engines use the machine
-            slices.set_quota(None)
+        if self.slices is not None:  # grades do not depend on the CPU slice: let the engines use the machine
+            self.slices.set_quota(None)
             self.say("accuracy: engines uncapped (the slices are for the load sweeps' rates)")
         self.say(f"accuracy: {', '.join(settings.models)}, {lap} tasks once each at one stream, together")
         with ThreadPoolExecutor(max_workers=len(low)) as pool:  # run_load is thread-safe (no signals)
