@@ -47,6 +47,7 @@ from serving.stack.state import StackState, default_state_dir, write_info
 
 Progress = Callable[[str], None]
 POLL_S = 2.0
+STILL_S = 30.0  # while nothing changes, `serve up` still says where it stands this often
 # A Prometheus file_sd list of HAProxy's exporter beside Ray's own list in the cluster's temp dir
 # (observability.prometheus scrapes both; the name is repeated there, which imports nothing of this).
 HAPROXY_SD_FILE = "m3bench_haproxy_sd.json"
@@ -216,6 +217,8 @@ class ServeStack:
         for name in ("ray.serve", "ray.llm"):  # their INFO lines (deployment options) would drown progress
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
+            if state.started_cluster:  # an autoscaling cluster (--address) may add the node later
+                check_accelerators(self.catalog, ray.cluster_resources())  # type: ignore[no-untyped-call]
             serve.start(
                 http_options={"host": "127.0.0.1", "port": self.config.ports.http}, proxy_location="HeadOnly"
             )
@@ -300,7 +303,7 @@ class ServeStack:
         from ray import serve
 
         start = time.monotonic()
-        last = ""
+        last, said = "", 0.0
         while True:
             apps = serve.status().applications
             parts, running = [], True
@@ -322,9 +325,11 @@ class ServeStack:
                 return
             text = "; ".join(parts)
             elapsed = time.monotonic() - start
-            if text != last:
-                self.say(f"[{elapsed:4.0f} s] {text}")
-                last = text
+            if text != last or elapsed - said >= STILL_S:
+                # unchanged for a while: say why, in Ray's words (e.g. a replica no node can place)
+                why = "" if text != last else _waiting_reason(apps, names)
+                self.say(f"[{elapsed:4.0f} s] {text}{f' ({why})' if why else ''}")
+                last, said = text, elapsed
             if elapsed > self.config.ready_timeout_s:
                 raise ServeError(
                     f"not ready after {elapsed:.0f} s ({text}); see the Ray logs or raise --timeout"
@@ -336,6 +341,32 @@ class ServeStack:
         if state is not None:
             stop_stack(state, self.state_dir, self.say)
         self.state = None
+
+
+def check_accelerators(catalog: Catalog, resources: dict[str, float]) -> None:
+    """Every GPU model's ``accelerator`` is a type some node of the cluster has: Ray places a replica only
+    on a node with ``accelerator_type:<type>``, and otherwise waits for one for ever (an H200 catalog on an
+    H100 machine sat at 0/1 running for 6 minutes)."""
+    present = sorted(k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:"))
+    for model in catalog.models:
+        if model.accelerator != "cpu" and f"accelerator_type:{model.accelerator}" not in resources:
+            has = ", ".join(present) or "no GPU type"
+            raise ServeError(
+                f"model {model.id!r} asks for accelerator {model.accelerator!r}, but this cluster has {has}: "
+                "set the catalog's accelerator to what the machine has"
+            )
+
+
+def _waiting_reason(apps: dict[str, Any], names: list[str]) -> str:
+    """The newest message Ray gives for a deployment that is not running yet (e.g. no node can place it)."""
+    messages = [
+        str(getattr(d, "message", "") or "")
+        for name in names
+        if (app := apps.get(name)) is not None
+        for d in app.deployments.values()
+    ]
+    lines = [" ".join(m.split()) for m in messages if m.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def _short(message: str, deployments: dict[str, Any]) -> str:

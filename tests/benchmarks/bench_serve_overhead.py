@@ -51,8 +51,9 @@ import yaml  # noqa: E402
 from loadgen.calibration.tasks import write_calibration_tasks  # noqa: E402
 from loadgen.profile import Profile, RunConfig  # noqa: E402
 from loadgen.records import RequestRecord, read_records  # noqa: E402
-from loadgen.run import run_load  # noqa: E402
-from loadgen.timings import tpot_s, ttft_s, wall_s  # noqa: E402
+from loadgen.run import RunResult, run_load  # noqa: E402
+from loadgen.summary_model import RunSummary  # noqa: E402
+from loadgen.timings import tpot_s, ttft_s  # noqa: E402
 from serving.stack.ports import port_is_free  # noqa: E402
 from serving.stack.smoke import chat_body, image_data_url, stream_chat  # noqa: E402
 
@@ -104,6 +105,23 @@ def m3bench_command(*args: str) -> list[str]:
     """``m3bench ...`` in a fresh interpreter (works where the console script is not installed)."""
     code = "import sys; from m3bench.cli import main; sys.argv[0] = 'm3bench'; main()"
     return [sys.executable, "-c", code, *args]
+
+
+def detected_accelerator(default: str) -> str:
+    """Ray's type name of this machine's GPU (``nvidia-smi``: "NVIDIA H100 80GB HBM3" -> H100), so the
+    H200 catalog also serves on an H100 (the one that came: the device lends either); else ``default``."""
+    from serving.catalog import gpu_types
+
+    try:
+        name = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.splitlines()[0]  # fmt: skip
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return default
+    words = set(name.replace("-", " ").split())
+    found = sorted(t for t in gpu_types() if t in words)
+    return found[0] if len(found) == 1 else default
 
 
 def bare_server_command(kwargs: dict[str, Any], model: str, port: int) -> list[str]:
@@ -169,6 +187,10 @@ def start_ray(
     with log.open("w") as err:
         done = subprocess.run(up, stdout=subprocess.PIPE, stderr=err, text=True, timeout=1800, check=False)
     if done.returncode != 0:
+        # Ray Serve's own logs (controller, replicas) go with the records: the cluster's dir is removed
+        logs = temp_dir / "session_latest/logs/serve"
+        if logs.is_dir():
+            shutil.copytree(logs, out / f"ray-serve-logs-{mode}", dirs_exist_ok=True)
         raise RuntimeError(f"serve up ({mode}) failed: {log.read_text()[-400:]}")
     info = json.loads((state / "serve-info.json").read_text())
     (entry,) = info["models"]
@@ -228,7 +250,7 @@ def cpu_used(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, f
 
 def run_stage(
     endpoint: str, model: str, tasks: Path, out: Path, run_id: str, concurrency: int, cfg: dict[str, Any]
-) -> Path:
+) -> RunResult:
     profile = Profile.model_validate(
         {
             "mode": "closed",
@@ -253,21 +275,26 @@ def run_stage(
     config = RunConfig(
         endpoint=endpoint, tasks=tasks, models=[model], profile=profile, out_dir=out, run_id=run_id
     )
-    return run_load(config).records_path
+    return run_load(config)
 
 
-def figures(records: list[RequestRecord]) -> dict[str, Any]:
+def figures(records: list[RequestRecord], summary: RunSummary) -> dict[str, Any]:
+    """Output-token throughput as the load generator's summary states it (tokens that arrived in the
+    stage clock's measure window; loadgen.summary); latencies over the ok measure-phase requests."""
     measured = [r for r in records if r.phase == "measure"]
     ok = [r for r in measured if r.status == "ok"]
     if not ok:
         return {"requests": 0, "errors": len(measured)}
-    window = max(wall_s(r, r.end_ns) for r in measured) - min(wall_s(r, r.sent_ns) for r in measured)
+    (stage,) = summary.stages
     ttfts = [t for t in (ttft_s(r) for r in ok) if t is not None]
     tpots = [t for t in (tpot_s(r) for r in ok) if t is not None]
     ttft = np.percentile(ttfts, [50, 99]) * 1e3
     tpot = np.percentile(tpots, [50, 99]) * 1e3 if tpots else [float("nan")] * 2
     return {
-        "output_tokens_per_s": sum(r.output_tokens or 0 for r in ok) / window,
+        "output_tokens_per_s": stage.throughput.output_tokens_per_s,
+        # the formula of the rows before 2026-12-05 13:00: measured requests' tokens / (last end - first
+        # send), biased low by the drain tail when a request lasts a good part of the window
+        "born_output_tokens_per_s": stage.throughput.born_output_tokens_per_s,
         "ttft_p50_ms": float(ttft[0]),
         "ttft_p99_ms": float(ttft[1]),
         "tpot_p50_ms": float(tpot[0]),
@@ -292,15 +319,16 @@ def measure(
     rows = []
     for concurrency in cfg["concurrency"]:
         before = cpu_snapshot(state_dir)
-        path = run_stage(
+        result = run_stage(
             endpoint, model, tasks, out / "load", f"{stamp}-{name}-c{concurrency}", concurrency, cfg
         )
         used = cpu_used(before, cpu_snapshot(state_dir))
-        records = list(read_records(path))
+        records = list(read_records(result.records_path))
         tokens = sum(r.output_tokens or 0 for r in records if r.status == "ok")  # the whole run, as the CPU
         per_k = {g: round(1e3 * s / tokens, 3) for g, s in sorted(used.items())} if tokens else {}
         per_k["ingress_path"] = round(sum(per_k.get(g, 0.0) for g in INGRESS_PATH), 3)
-        row = {"mode": name, "concurrency": concurrency, **figures(records), "cpu_s_per_1k_tokens": per_k}
+        row = {"mode": name, "concurrency": concurrency, **figures(records, result.summary)}
+        row["cpu_s_per_1k_tokens"] = per_k
         row["cpu_s"] = {g: round(s, 1) for g, s in sorted(used.items())}
         row["load_avg_1m"] = round(os.getloadavg()[0], 2)
         print(f"  {name} c={concurrency}: {json.dumps(row)}", flush=True)
@@ -343,6 +371,7 @@ def main() -> int:
     ap.add_argument("--concurrency", default=None, help="comma-separated, e.g. 1,4,16")
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--measure-s", type=float, default=None)
+    ap.add_argument("--accelerator", default=None, help="Ray GPU type (default: this machine's, nvidia-smi)")
     ap.add_argument("--port-base", type=int, default=37000)
     ap.add_argument("--out", type=Path, default=None, help="records and logs (default: a temp dir)")
     ap.add_argument("--json", type=Path, default=REPO / "docs/results/serving-tax-2026-12-05/overhead.json")
@@ -376,6 +405,8 @@ def run(args: argparse.Namespace, cfg: dict[str, Any], modes: list[str]) -> int:
     (model,) = resolve_models(catalog, catalog_path.parent)
     kwargs = engine_arguments(catalog, model)
     base = catalog.model_dump(mode="json", exclude_defaults=False)
+    if model.entry.accelerator != "cpu":  # Ray places the replica only on a node of this type
+        base["models"][0]["accelerator"] = args.accelerator or detected_accelerator(model.entry.accelerator)
     if model.source.kind in ("local", "embedded"):  # the built directory: no relative path, no rebuild
         base["models"][0]["source"] = model.source.location
     tasks = write_calibration_tasks(
