@@ -175,12 +175,27 @@ class Sampling(_Model):
 class RequestOptions(_Model):
     api: Literal["chat", "completions"] = "chat"
     max_tokens: int | None = Field(default=None, gt=0, description="Overrides each task's gen.max_tokens.")
+    max_tokens_min: int | None = Field(
+        default=None,
+        gt=0,
+        description="With max_tokens: each request's limit drawn uniformly from [max_tokens_min, max_tokens] "
+        "(the request's own seeded draw). Closed-loop streams that all ask one fixed length (ignore_eos) "
+        "finish in the same decode step and are sent again together: they stay in lockstep, and every "
+        "TTFT is the whole convoy's prefill.",
+    )
     temperature: float | None = Field(default=0.0, ge=0)
     system_prompt: str | None = None
     timeout_s: float = Field(default=300.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Merged into every request body.")
     api_key_env: str | None = Field(default="OPENAI_API_KEY", description="Env var holding a bearer token.")
+
+    @model_validator(mode="after")
+    def _spread(self) -> RequestOptions:
+        low, high = self.max_tokens_min, self.max_tokens
+        if low is not None and (high is None or low > high):
+            raise ValueError("max_tokens_min needs max_tokens, and at most it")
+        return self
 
 
 class GradingOptions(_Model):

@@ -216,7 +216,8 @@ class WorkerRuntime:
         slot = stage.position + stage.workers * stage.sends  # the workers interleave one cycle
         stage.sends += 1
         model, task_index = self.workload.draw(rng, slot)
-        reply = self.perform(stage, stage.closed.phase(elapsed), model, task_index, None)
+        length = self.workload.length(rng)
+        reply = self.perform(stage, stage.closed.phase(elapsed), model, task_index, None, length=length)
         if reply.error_kind == "connect":
             gevent.sleep(0.2)  # cannot connect: do not spin on a dead endpoint
         wait = backoff.wait_after(reply) if backoff is not None else 0.0
@@ -245,6 +246,7 @@ class WorkerRuntime:
         gauge_second = -1
         for index, offset, rng in arrivals(stage.plan, self.profile.arrival, self.profile.seed):
             model, task_index = self.workload.draw(rng, index)  # every worker draws every arrival
+            length = self.workload.length(rng)
             row = replay.rows[index] if replay is not None else None
             if row is not None:
                 task_index = row.task_index  # the trace row's task (loadgen/traces/mapping.py)
@@ -268,7 +270,9 @@ class WorkerRuntime:
             if stage.plan.sessions is not None:  # arrival = a new conversation (loadgen/sessions.py)
                 gevent.spawn(self._session_spawned, stage, phase, model, task_index, target_ns, index)
             else:
-                gevent.spawn(self._perform_spawned, stage, phase, model, task_index, target_ns, row=row)
+                gevent.spawn(
+                    self._perform_spawned, stage, phase, model, task_index, target_ns, row=row, length=length
+                )
             if replay is not None and int(offset) != gauge_second:  # the trace's rate, once a second
                 gauge_second = int(offset)
                 self.metrics.target_rate(stage.plan.name, replay.offered_rate(offset) / stage.workers)
@@ -284,9 +288,10 @@ class WorkerRuntime:
         scheduled_ns: int,
         *,
         row: ReplayRow | None = None,
+        length: bytes | None = None,
     ) -> None:
         self.spawned -= 1
-        self.perform(stage, phase, model, task_index, scheduled_ns, row=row)
+        self.perform(stage, phase, model, task_index, scheduled_ns, row=row, length=length)
 
     def _session_spawned(  # noqa: PLR0917 - gevent.spawn's arguments
         self, stage: ActiveStage, phase: Phase, model: str, task_index: int, scheduled_ns: int, index: int
@@ -305,9 +310,11 @@ class WorkerRuntime:
         *,
         row: ReplayRow | None = None,
         turn: Turn | None = None,
+        length: bytes | None = None,
     ) -> RawReply:
         """Send one request and read its reply; everything else happens later, when the loop is idle.
-        ``row``: a trace row, whose output length replaces the task's (spliced into the prebuilt body)."""
+        ``row``: a trace row, whose output length replaces the task's (spliced into the prebuilt body);
+        ``length``: else this request's own output limit (``Workload.length``)."""
         request_id = f"{self.run_id}-{self.tag}-{next(self.seq)}"
         headers = f"x-request-id: {request_id}\r\n{self.auth}"
         if turn is not None and turn.body is not None:
@@ -315,7 +322,7 @@ class WorkerRuntime:
         elif row is not None:
             body = self.workload.body(task_index, model, row.length, row.keep_stop)
         else:
-            body = self.workload.body(task_index, model)
+            body = self.workload.body(task_index, model, length)
         request = build_request(self.endpoint, self.workload.path, body, headers)
         self.inflight += 1
         self.metrics.inflight(model, 1)

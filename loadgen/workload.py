@@ -125,6 +125,14 @@ class Workload:
             return model, pool[int(pick_task * len(pool))]
         return model, int(pick_task * len(self.tasks))
 
+    def length(self, rng: random.Random) -> bytes | None:
+        """A request's own output limit, for ``body(length=...)``, when the profile spreads them
+        (``request.max_tokens_min``): one more draw from ``rng``; else None (the body's own limit)."""
+        low, high = self.request.max_tokens_min, self.request.max_tokens
+        if low is None or high is None:
+            return None
+        return b',"max_tokens":%d' % rng.randint(low, high)
+
     def body(self, task_index: int, model: str, length: bytes | None = None, keep_stop: bool = True) -> bytes:
         """The task's prebuilt body with the model spliced in; ``length`` (a trace row's output-length
         members, ``loadgen.traces.replay.length_fields``) replaces its ``max_tokens``, and its ``stop``

@@ -45,6 +45,11 @@ def demo(  # noqa: PLR0917 - Typer options
         typer.Option(help="Cap each vLLM engine at this many cores (CPU cgroup; root); 0: uncapped."),
     ] = None,
     measure_s: Annotated[float | None, typer.Option(help="Measured seconds per level.")] = None,
+    warmup_s: Annotated[float | None, typer.Option(help="Warm-up seconds per level.")] = None,
+    ramp_s: Annotated[
+        float | None,
+        typer.Option(help="A level's new streams start spread over this many seconds (0: at once)."),
+    ] = None,
     ingress: Annotated[
         str | None,
         typer.Option(
@@ -106,8 +111,9 @@ def demo(  # noqa: PLR0917 - Typer options
         values["ray_metrics_interval_ms"] = ray_metrics_interval_ms
     if replica_cpu_quota is not None:
         values["replica_cpu_quota"] = replica_cpu_quota or None
-    if measure_s is not None:
-        values["measure_s"] = measure_s
+    for key, value in (("measure_s", measure_s), ("warmup_s", warmup_s), ("ramp_s", ramp_s)):
+        if value is not None:
+            values[key] = value
     if ingress is not None:
         values["ingress"] = ingress
     values["accuracy"] = accuracy

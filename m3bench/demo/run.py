@@ -6,12 +6,12 @@ index.json -> dashboards and panel renders -> capacity-planning report. Everythi
 in ``finally`` blocks, also on Ctrl-C or failure; records are appended per request by the load
 generator, so nothing measured is lost when a run stops early.
 
-Accuracy runs: the sweeps cut every answer at ``max_tokens`` (ignore_eos) so latency compares like
-with like, which makes their grades meaningless. So each model is also asked every task of the accuracy
-set (the demo set's first ``accuracy_problems_per_language`` problems) exactly once, at one stream, with
-each task's own output limit and temperature 0 (``sampling.by: cycle``, ``measure_requests`` = tasks,
-no warmup), and the saturation model once more at the highest concurrency, so the report can compare
-accuracy at low load and at saturation. ``accuracy_budget_s`` bounds each run.
+Accuracy runs: the sweeps cut every answer at ``max_tokens_min..max_tokens`` (ignore_eos) so latency
+compares like with like, which makes their grades meaningless. So each model is also asked every task of
+the accuracy set (the demo set's first ``accuracy_problems_per_language`` problems) exactly once, at one
+stream, with each task's own output limit and temperature 0 (``sampling.by: cycle``,
+``measure_requests`` = tasks, no warmup), and the saturation model once more at the highest concurrency,
+so the report can compare accuracy at low load and at saturation. ``accuracy_budget_s`` bounds each run.
 """
 
 from __future__ import annotations
@@ -106,12 +106,18 @@ def _profile(
         "sweep": {
             "concurrencies": concurrencies or settings.concurrencies,
             "warmup_s": settings.warmup_s,
+            "ramp_s": settings.ramp_s,
             "measure_s": settings.measure_s,
         },
         "sampling": {"by": "language"},
         # Every output the same length, so latency compares like with like (models stop anywhere from
         # 50 to 768 tokens); accuracy comes from the accuracy runs, which let answers end naturally.
-        "request": {"max_tokens": settings.max_tokens, "extra_body": {"ignore_eos": True}, "timeout_s": 120},
+        "request": {
+            "max_tokens": settings.max_tokens,
+            "max_tokens_min": settings.max_tokens_min,
+            "extra_body": {"ignore_eos": True},
+            "timeout_s": 120,
+        },
         "slo": {"ttft_s": settings.slo_ttft_p99_s, "tpot_s": settings.slo_tpot_p99_s},
         "generator": {"workers": 0, "file_sd_path": str(file_sd), "priority": settings.generator_priority},
         "seed": seed,
@@ -122,7 +128,11 @@ def _probe_profile(settings: DemoSettings, file_sd: Path, seed: int) -> dict[str
     """The quick probe before a 1-replica sweep: 1 stream and ``probe_concurrency`` streams, briefly."""
     profile = _profile(settings, file_sd, seed, [1, settings.probe_concurrency])
     profile["name"] = "demo-probe"
-    profile["sweep"] |= {"warmup_s": settings.probe_warmup_s, "measure_s": settings.probe_measure_s}
+    profile["sweep"] |= {
+        "warmup_s": settings.probe_warmup_s,
+        "ramp_s": min(settings.ramp_s, settings.probe_warmup_s),
+        "measure_s": settings.probe_measure_s,
+    }
     profile["grading"] = {"enabled": False}  # the probe only counts requests
     return profile
 
@@ -655,8 +665,10 @@ class Demo:
                 if trained
                 else " These runs used untrained models (random weights): accuracy is ~0 by construction."
             )
+        low = settings.max_tokens_min
+        lengths = f"{low}-{settings.max_tokens} (drawn per request)" if low else str(settings.max_tokens)
         notes = [
-            f"Load sweeps fix every output at {settings.max_tokens} tokens (ignore_eos) so latency compares "
+            f"Load sweeps cut every output at {lengths} tokens (ignore_eos) so latency compares "
             "like with like; their accuracy column is not meaningful. Accuracy: the accuracy runs "
             "(natural output lengths, each task once).",
         ]

@@ -54,6 +54,14 @@ class DemoSettings(BaseModel):
     )
     max_concurrency: int = Field(default=96, ge=1, description="No probed level above this.")
     warmup_s: float = Field(default=2.0, ge=0)
+    ramp_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="A level's new streams start spread over this many seconds of its warmup (0: together). "
+        "Streams started together with one fixed output length stay in lockstep: they are sent, prefilled "
+        "and finished as one batch, so every TTFT is the whole batch's prefill and the level's p99 measures "
+        "the convoy, not the load (docs/results/demo, 'Lockstep').",
+    )
     measure_s: float = Field(default=12.0, gt=0)
     generator_priority: Literal["default", "high", "realtime"] = Field(
         default="realtime",
@@ -62,7 +70,15 @@ class DemoSettings(BaseModel):
         "default, with a warning where the privilege is missing.",
     )
     problems_per_language: int = Field(default=8, ge=1, description="HumanEval problems per language.")
-    max_tokens: int = Field(default=48, ge=1, description="Fixed output length of the sweeps (ignore_eos).")
+    max_tokens: int = Field(default=64, ge=1, description="Longest output of the sweeps (ignore_eos).")
+    max_tokens_min: int | None = Field(
+        default=32,
+        ge=1,
+        description="Shortest output of the sweeps: each request's length is drawn from [max_tokens_min, "
+        "max_tokens] (mean 48). One fixed length kept closed-loop streams in lockstep (sent, prefilled and "
+        "finished together), so a level's TTFT was its convoy's prefill; a spread of lengths breaks the "
+        "convoys. None: every output max_tokens long.",
+    )
     accuracy: bool = Field(
         default=True,
         description="Accuracy phase: every model at one stream, natural output lengths, each task once.",
@@ -152,6 +168,12 @@ class DemoSettings(BaseModel):
             value = getattr(self, field)
             if value and value not in self.models:
                 raise ValueError(f"{field} {value!r} must be one of models")
+        if self.max_tokens_min is not None and self.max_tokens_min > self.max_tokens:
+            raise ValueError(
+                f"max_tokens_min ({self.max_tokens_min}) must be at most max_tokens ({self.max_tokens})"
+            )
+        if self.ramp_s > self.warmup_s:
+            raise ValueError(f"ramp_s ({self.ramp_s}) must fit inside warmup_s ({self.warmup_s})")
         if self.accuracy_problems_per_language > self.problems_per_language:
             raise ValueError(
                 f"accuracy_problems_per_language ({self.accuracy_problems_per_language}) must be at most "
@@ -172,6 +194,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "measure_s": 8.0,
         "problems_per_language": 2,
         "max_tokens": 16,
+        "max_tokens_min": 8,
         # 1 problem x 4 languages x (image, text-only) = 8 tasks per model; the budget bounds a model
         # that never stops (random weights answer up to each task's 768 tokens).
         "accuracy_problems_per_language": 1,

@@ -66,7 +66,9 @@ class AccuracyRun:
         fixed = bool((request.get("extra_body") or {}).get("ignore_eos"))
         if cap is None:
             return "the task's own max_tokens"
-        return f"{cap} tokens" + (" (ignore_eos: every answer cut there)" if fixed else "")
+        low = request.get("max_tokens_min")
+        size = f"{low}-{cap} tokens" if low else f"{cap} tokens"
+        return size + (" (ignore_eos: every answer cut there)" if fixed else "")
 
 
 def passed(record: RequestRecord) -> bool:

@@ -183,7 +183,15 @@ def _output_note(run_config: dict[str, Any]) -> str | None:
     if cap is None:
         return None
     fixed = bool((request.get("extra_body") or {}).get("ignore_eos"))
-    how = f"every output is exactly {cap} tokens (ignore_eos)" if fixed else f"outputs stop at {cap} tokens"
+    low = request.get("max_tokens_min")
+    if fixed:
+        how = (
+            f"every output is {low}-{cap} tokens (ignore_eos, drawn per request)"
+            if low
+            else (f"every output is exactly {cap} tokens (ignore_eos)")
+        )
+    else:
+        how = f"outputs stop at {f'{low}-' if low else ''}{cap} tokens"
     return f"{how}: answers are truncated, so this sweep's accuracy column does not measure the model"
 
 

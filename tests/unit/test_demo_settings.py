@@ -91,6 +91,16 @@ def test_sweeps_run_the_generator_at_the_chosen_priority(tmp_path: Path) -> None
     assert probe.grading.enabled is False
     low = Profile.model_validate(_profile(DemoSettings(generator_priority="default"), tmp_path / "s", 1))
     assert low.generator.priority == "default"
+    # Spread output lengths and staggered starts: fixed-length closed-loop streams stay in lockstep.
+    assert (profile.request.max_tokens_min, profile.request.max_tokens) == (32, 64)
+    assert profile.sweep is not None
+    assert profile.sweep.ramp_s == settings.warmup_s
+    assert probe.sweep is not None
+    assert probe.sweep.ramp_s <= probe.sweep.warmup_s
+    with pytest.raises(ValidationError, match="ramp_s"):
+        DemoSettings(warmup_s=1.0, ramp_s=2.0)
+    with pytest.raises(ValidationError, match="max_tokens_min"):
+        DemoSettings(max_tokens=16, max_tokens_min=32)
 
 
 def test_probe_rate_counts_completions_inside_the_measured_window(tmp_path: Path) -> None:

@@ -115,3 +115,27 @@ def test_reconcile_adds_missing_records_with_grades_and_drops_duplicates(tmp_pat
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3
     assert (rows["a"]["grade"], rows["b"]["grade"], rows["c"]["grade"]) == ("pass", "fail", "ungraded")
     assert rows["c"]["grade_detail"] == "live grading did not finish"
+
+
+def test_spread_output_limits_are_drawn_per_request_and_spliced_into_the_body(task_dir: Path) -> None:
+    options = RequestOptions(max_tokens=64, max_tokens_min=32, extra_body={"ignore_eos": True})
+    workload = Workload(task_dir, ["a"], Sampling(), options)
+    rng = random.Random(3)
+    limits = []
+    for _ in range(400):
+        model, index = workload.draw(rng)
+        body = json.loads(workload.body(index, model, workload.length(rng)))
+        assert body["ignore_eos"] is True
+        assert body["model"] == "a"
+        limits.append(body["max_tokens"])
+    assert min(limits) == 32
+    assert max(limits) == 64
+    assert 44 <= sum(limits) / len(limits) <= 52  # uniform: mean 48
+    assert workload.length(random.Random(9)) == workload.length(random.Random(9))  # seeded
+    fixed = Workload(task_dir, ["a"], Sampling(), RequestOptions(max_tokens=64))
+    assert fixed.length(rng) is None  # no spread: the body keeps its own limit
+    assert json.loads(fixed.body(0, "a", fixed.length(rng)))["max_tokens"] == 64
+    with pytest.raises(ValueError, match="max_tokens_min"):
+        RequestOptions(max_tokens=16, max_tokens_min=32)
+    with pytest.raises(ValueError, match="max_tokens_min"):
+        RequestOptions(max_tokens_min=8)
