@@ -115,10 +115,14 @@ class DemoSettings(BaseModel):
         "modes'). proxy: Ray Serve's Python HTTP proxy and ingress (0 ms stream batching).",
     )
     replica_cpu_quota: float | None = Field(
-        default=0.5,
+        default=0.4,
         gt=0,
         description="Cap each vLLM engine at this many cores (a CPU cgroup quota; root), so one replica is a "
-        "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice).",
+        "fixed slice of the machine and N replicas are N such slices (m3bench.demo.cpuslice). The slices "
+        "of the 2-replica sweep and the rest of the stack must fit the 2 cores together, or the replicas "
+        "get less than their slice: the rest took 0.95 core there (Ray's daemons 0.33, Prometheus 0.20-0.27, "
+        "LLMServers 0.16, generator 0.15), and two 0.5-core engines got 0.93 of their 1.08 (machine 98 % "
+        "busy), so two replicas carried 1.70x one (docs/results/demo). 2 x 0.4 + 0.95 leaves headroom.",
     )
     ray_metrics_interval_ms: int = Field(
         default=10_000,
