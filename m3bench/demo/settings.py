@@ -50,9 +50,9 @@ class DemoSettings(BaseModel):
     probe_concurrency: int = Field(
         default=8,
         ge=2,
-        description="The probe's high level. On 0.4-core engines a 16-stream burst of image prefills outlasted "
-        "the 8 s probe (0.02-0.04 req/s measured: no knee, so the slow 5-level ladder; 15.4 min in all); 8 "
-        "streams halve the burst and still pass the knee of every embedded model (3-5 streams).",
+        description="The probe's high level. On 0.4-core engines a 16-stream burst of image prefills "
+        "outlasted the 8 s probe (0.02-0.04 req/s measured: no knee, so the slow 5-level ladder; 15.4 min in "
+        "all); 8 streams halve the burst and still pass the knee of every embedded model (3-5 streams).",
     )
     probe_warmup_s: float = Field(default=2.0, ge=0)
     probe_measure_s: float = Field(
