@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,23 @@ def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_round_trip_through_datasets(small_set: Path, tmp_path: Path) -> None:
+    """In a fresh interpreter: by this test the suite's process has loaded torch, vLLM and Ray, and the
+    pyarrow that `datasets` loads crashed it once there (segmentation fault, CI-equivalent run of
+    2026-12-05 14:34; the test passes alone and with the unit tests alone)."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, __file__, str(small_set), str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert done.stdout.strip().endswith("round trip ok")
+
+
+def _round_trip(small_set: Path, tmp_path: Path) -> None:
     import datasets
 
     result = CliRunner().invoke(
@@ -67,6 +87,7 @@ def test_round_trip_through_datasets(small_set: Path, tmp_path: Path) -> None:
     card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     assert "license: mit" in card
     assert "- ar\n" in card
+    print("round trip ok")
 
 
 def test_export_refuses_a_set_with_a_missing_image(small_set: Path, tmp_path: Path) -> None:
@@ -84,3 +105,7 @@ def test_export_refuses_a_set_with_a_missing_image(small_set: Path, tmp_path: Pa
         app, ["export", "--format", "csv", str(tmp_path / "out"), "--set", str(small_set)]
     )
     assert bad_format.exit_code != 0
+
+
+if __name__ == "__main__":  # the round trip's own interpreter (test_round_trip_through_datasets)
+    _round_trip(Path(sys.argv[1]), Path(sys.argv[2]))
