@@ -27,21 +27,30 @@ def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_round_trip_through_datasets(small_set: Path, tmp_path: Path) -> None:
-    """In a fresh interpreter: by this test the suite's process has loaded torch, vLLM and Ray, and the
-    pyarrow that `datasets` loads crashed it once there (segmentation fault, CI-equivalent run of
-    2026-12-05 14:34; the test passes alone and with the unit tests alone)."""
+def _in_child(check: str, small_set: Path, tmp_path: Path) -> None:
+    """Run ``check`` (a function of this module) in a fresh interpreter. By these tests the suite's process
+    has loaded torch, vLLM and Ray, and pyarrow (the export's writer, and what `datasets` reads with)
+    crashed it once there: a segmentation fault in the CI-equivalent run of 2026-12-05 14:34, while the
+    tests pass alone and with the unit tests alone."""
     repo = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
     }
     done = subprocess.run(
-        [sys.executable, __file__, str(small_set), str(tmp_path)],
+        [sys.executable, __file__, check, str(small_set), str(tmp_path)],
         capture_output=True, text=True, timeout=600, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert done.stdout.strip().endswith("round trip ok")
+    assert done.stdout.strip().endswith(f"{check} ok")
+
+
+def test_round_trip_through_datasets(small_set: Path, tmp_path: Path) -> None:
+    _in_child("_round_trip", small_set, tmp_path)
+
+
+def test_export_refuses_a_set_with_a_missing_image(small_set: Path, tmp_path: Path) -> None:
+    _in_child("_refuses_a_missing_image", small_set, tmp_path)
 
 
 def _round_trip(small_set: Path, tmp_path: Path) -> None:
@@ -87,10 +96,9 @@ def _round_trip(small_set: Path, tmp_path: Path) -> None:
     card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     assert "license: mit" in card
     assert "- ar\n" in card
-    print("round trip ok")
 
 
-def test_export_refuses_a_set_with_a_missing_image(small_set: Path, tmp_path: Path) -> None:
+def _refuses_a_missing_image(small_set: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
     lines = (small_set / "tasks.jsonl").read_text(encoding="utf-8").splitlines()
@@ -107,5 +115,6 @@ def test_export_refuses_a_set_with_a_missing_image(small_set: Path, tmp_path: Pa
     assert bad_format.exit_code != 0
 
 
-if __name__ == "__main__":  # the round trip's own interpreter (test_round_trip_through_datasets)
-    _round_trip(Path(sys.argv[1]), Path(sys.argv[2]))
+if __name__ == "__main__":  # a check's own interpreter (_in_child)
+    globals()[sys.argv[1]](Path(sys.argv[2]), Path(sys.argv[3]))
+    print(f"{sys.argv[1]} ok")
