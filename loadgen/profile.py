@@ -198,6 +198,11 @@ class RequestOptions(_Model):
         return self
 
 
+def output_limit(max_tokens: int, max_tokens_min: int | None) -> str:
+    """A request's output limit as text: ``32-64`` when each request draws its own, else ``64``."""
+    return f"{max_tokens_min}-{max_tokens}" if max_tokens_min else str(max_tokens)
+
+
 class GradingOptions(_Model):
     enabled: bool = True
     processes: int = Field(default=1, ge=1, description="Grader processes per generator process.")

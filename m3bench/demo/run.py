@@ -665,8 +665,10 @@ class Demo:
                 if trained
                 else " These runs used untrained models (random weights): accuracy is ~0 by construction."
             )
-        low = settings.max_tokens_min
-        lengths = f"{low}-{settings.max_tokens} (drawn per request)" if low else str(settings.max_tokens)
+        from loadgen.profile import output_limit
+
+        lengths = output_limit(settings.max_tokens, settings.max_tokens_min)
+        lengths += " (drawn per request)" if settings.max_tokens_min else ""
         notes = [
             f"Load sweeps cut every output at {lengths} tokens (ignore_eos) so latency compares "
             "like with like; their accuracy column is not meaningful. Accuracy: the accuracy runs "

@@ -25,6 +25,7 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
+from loadgen.profile import output_limit
 from loadgen.records import RequestRecord
 from m3bench.report.inputs import AccuracyEntry, ResultsIndex, model_records, read_json_object
 
@@ -66,8 +67,7 @@ class AccuracyRun:
         fixed = bool((request.get("extra_body") or {}).get("ignore_eos"))
         if cap is None:
             return "the task's own max_tokens"
-        low = request.get("max_tokens_min")
-        size = f"{low}-{cap} tokens" if low else f"{cap} tokens"
+        size = f"{output_limit(cap, request.get('max_tokens_min'))} tokens"
         return size + (" (ignore_eos: every answer cut there)" if fixed else "")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from loadgen.profile import Slo
+from loadgen.profile import Slo, output_limit
 from loadgen.summary import FORMULAS as SUMMARY_FORMULAS
 from m3bench.report import planner
 from m3bench.report.accuracy import AccuracyRun, build_accuracy
@@ -184,14 +184,15 @@ def _output_note(run_config: dict[str, Any]) -> str | None:
         return None
     fixed = bool((request.get("extra_body") or {}).get("ignore_eos"))
     low = request.get("max_tokens_min")
+    size = f"{output_limit(cap, low)} tokens"
     if fixed:
         how = (
-            f"every output is {low}-{cap} tokens (ignore_eos, drawn per request)"
+            f"every output is {size} (ignore_eos, drawn per request)"
             if low
-            else (f"every output is exactly {cap} tokens (ignore_eos)")
+            else f"every output is exactly {size} (ignore_eos)"
         )
     else:
-        how = f"outputs stop at {f'{low}-' if low else ''}{cap} tokens"
+        how = f"outputs stop at {size}"
     return f"{how}: answers are truncated, so this sweep's accuracy column does not measure the model"
 
 
