@@ -107,19 +107,23 @@ def m3bench_command(*args: str) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
-def detected_accelerator(default: str) -> str:
-    """Ray's type name of this machine's GPU (``nvidia-smi``: "NVIDIA H100 80GB HBM3" -> H100), so the
-    H200 catalog also serves on an H100 (the one that came: the device lends either); else ``default``."""
-    from serving.catalog import gpu_types
-
+def gpu_name() -> str | None:
+    """This machine's first GPU as ``nvidia-smi`` names it ("NVIDIA H100 80GB HBM3"); None without one."""
     try:
-        name = subprocess.run(
+        return subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=30, check=True,
-        ).stdout.splitlines()[0]  # fmt: skip
+        ).stdout.splitlines()[0].strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError, IndexError):
-        return default
-    words = set(name.replace("-", " ").split())
+        return None
+
+
+def detected_accelerator(name: str | None, default: str) -> str:
+    """Ray's type name of the GPU ``name`` ("NVIDIA H100 80GB HBM3" -> H100), so the H200 catalog also
+    serves on an H100 (the one that came: the device lends either); else ``default``."""
+    from serving.catalog import gpu_types
+
+    words = set((name or "").replace("-", " ").split())
     found = sorted(t for t in gpu_types() if t in words)
     return found[0] if len(found) == 1 else default
 
@@ -405,8 +409,12 @@ def run(args: argparse.Namespace, cfg: dict[str, Any], modes: list[str]) -> int:
     (model,) = resolve_models(catalog, catalog_path.parent)
     kwargs = engine_arguments(catalog, model)
     base = catalog.model_dump(mode="json", exclude_defaults=False)
+    where, card = args.where, None
     if model.entry.accelerator != "cpu":  # Ray places the replica only on a node of this type
-        base["models"][0]["accelerator"] = args.accelerator or detected_accelerator(model.entry.accelerator)
+        card = gpu_name()
+        accelerator = args.accelerator or detected_accelerator(card, model.entry.accelerator)
+        base["models"][0]["accelerator"] = accelerator
+        where = accelerator.lower()  # the rows say which card measured them: h200 or h100
     if model.source.kind in ("local", "embedded"):  # the built directory: no relative path, no rebuild
         base["models"][0]["source"] = model.source.location
     tasks = write_calibration_tasks(
@@ -416,7 +424,7 @@ def run(args: argparse.Namespace, cfg: dict[str, Any], modes: list[str]) -> int:
     if not port_is_free(bare_port):
         raise RuntimeError(f"port {bare_port} is in use; pass another --port-base")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    context = {"where": args.where, "model": cfg["model"], "started": stamp, "cpus": os.cpu_count()}
+    context = {"where": where, "model": cfg["model"], "started": stamp, "cpus": os.cpu_count(), "gpu": card}
     print(
         f"serving tax: {json.dumps({**context, 'modes': modes, 'concurrency': cfg['concurrency']})}",
         flush=True,
@@ -427,7 +435,7 @@ def run(args: argparse.Namespace, cfg: dict[str, Any], modes: list[str]) -> int:
         endpoint = start_bare(kwargs, cfg["model"], bare_port, out / "bare-vllm.log", stack)
         rows = measure("bare", endpoint, cfg["model"], tasks, out, cfg, stamp)
     bare = {r["concurrency"]: r for r in rows}
-    merge(args.json, [{**r, **context} for r in relative(rows, bare, args.where)])
+    merge(args.json, [{**r, **context} for r in relative(rows, bare, where)])
     failed = []
     for mode in modes:
         try:
@@ -438,7 +446,7 @@ def run(args: argparse.Namespace, cfg: dict[str, Any], modes: list[str]) -> int:
             traceback.print_exc()
             failed.append(f"{mode}: {e}")
             continue
-        merge(args.json, [{**r, **context, **MODES[mode]} for r in relative(rows, bare, args.where)])
+        merge(args.json, [{**r, **context, **MODES[mode]} for r in relative(rows, bare, where)])
     print(f"rows in {args.json}; records in {out}", flush=True)
     for line in failed:
         print(f"error: {line}"[:400], file=sys.stderr)
