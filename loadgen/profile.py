@@ -46,6 +46,14 @@ class StageTimes(_Model):
     measure_s: float | None = Field(default=None, gt=0)
     measure_requests: int | None = Field(default=None, gt=0, description="Measured requests (all workers).")
     cooldown_s: float = Field(default=0.0, ge=0)
+    drain_measured: bool = Field(
+        default=False,
+        description="Closed loop: after the measure window (and cooldown_s), the stage's streams keep "
+        "sending (cooldown phase) until every measure-phase request has ended, at most request.timeout_s; "
+        "only then does the next stage start. Without it the requests still in flight when the window "
+        "closes finish under the next stage's load (its new streams' prefills), which then shows in this "
+        "level's latency tail (docs/loadgen.md, 'Stage boundaries').",
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> StageTimes:
@@ -296,6 +304,8 @@ class Profile(_Model):
                 raise ValueError(f"stage {index}: closed-loop stages set concurrency, not rate")
             if self.mode == "open" and stage.rate is None and stage.trace is None:
                 raise ValueError(f"stage {index}: open-loop stages set rate or trace, not concurrency")
+            if self.mode == "open" and stage.drain_measured:
+                raise ValueError(f"stage {index}: drain_measured applies to closed-loop stages only")
         names = [stage.name for stage in self.resolved_stages()]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")

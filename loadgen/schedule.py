@@ -36,6 +36,7 @@ class StagePlan:
     cooldown_s: float
     trace: TraceSpec | None = None  # a trace stage: one arrival per row (loadgen.traces.replay)
     sessions: SessionSpec | None = None  # a session stage: each arrival starts a conversation
+    drain_measured: bool = False  # closed loop: hold the load until the measured requests have ended
 
     @property
     def planned_s(self) -> float | None:
@@ -67,6 +68,7 @@ def build_plans(profile: Profile) -> list[StagePlan]:
                 measure_requests=stage.measure_requests,
                 cooldown_s=stage.cooldown_s,
                 sessions=stage.sessions,
+                drain_measured=stage.drain_measured,
             )
         )
         previous = target
@@ -182,15 +184,21 @@ class OpenLoopPhases:
 
 
 class ClosedLoopPhases:
-    """Phase of each send of one worker in a closed-loop stage."""
+    """Phase of each send of one worker in a closed-loop stage. With ``plan.drain_measured`` the stage
+    is not done while a measure-phase request of this worker is in flight (``measuring``, kept by the
+    worker), at most ``drain_limit_s`` past the measure window and cooldown."""
 
-    def __init__(self, plan: StagePlan, workers: int, worker_index: int) -> None:
+    def __init__(
+        self, plan: StagePlan, workers: int, worker_index: int, drain_limit_s: float = 300.0
+    ) -> None:
         self.plan = plan
         self.quota = (
             None if plan.measure_requests is None else share(plan.measure_requests, workers, worker_index)
         )
         self.sent_measured = 0
         self.measure_end_s: float | None = None
+        self.measuring = 0  # measure-phase requests in flight
+        self.drain_limit_s = drain_limit_s
 
     def _measure_over(self, elapsed_s: float) -> bool:
         plan = self.plan
@@ -212,8 +220,12 @@ class ClosedLoopPhases:
         return "measure"
 
     def done(self, elapsed_s: float) -> bool:
-        """True once measuring is over and the cooldown has passed."""
+        """True once measuring is over and the cooldown has passed (and, with ``drain_measured``, the
+        measured requests have ended)."""
         if elapsed_s < self.plan.warmup_s or not self._measure_over(elapsed_s):
             return False
         assert self.measure_end_s is not None
-        return elapsed_s >= self.measure_end_s + self.plan.cooldown_s
+        after = elapsed_s - self.measure_end_s - self.plan.cooldown_s
+        if after < 0:
+            return False
+        return not self.plan.drain_measured or self.measuring <= 0 or after >= self.drain_limit_s

@@ -174,7 +174,11 @@ class WorkerRuntime:
             start_ns=start_ns,
             workers=workers,
             position=position,
-            closed=ClosedLoopPhases(plan, workers, position) if plan.mode == "closed" else None,
+            closed=(
+                ClosedLoopPhases(plan, workers, position, self.profile.request.timeout_s)
+                if plan.mode == "closed"
+                else None
+            ),
             opened=OpenLoopPhases(plan) if plan.mode == "open" else None,
             cpu_at_start=_cpu_s(),
             runqueue_at_start=_runqueue_wait_ns() or 0,
@@ -324,13 +328,18 @@ class WorkerRuntime:
         else:
             body = self.workload.body(task_index, model, length)
         request = build_request(self.endpoint, self.workload.path, body, headers)
+        measuring = stage.closed if phase == "measure" else None  # what a drain_measured stage waits for
         self.inflight += 1
         self.metrics.inflight(model, 1)
+        if measuring is not None:
+            measuring.measuring += 1
         try:
             reply = exchange(self.pool, request, self.profile.request.timeout_s)
         finally:
             self.inflight -= 1
             self.metrics.inflight(model, -1)
+            if measuring is not None:
+                measuring.measuring -= 1
         line = row.line if row is not None else None
         done = Done(stage, phase, model, task_index, scheduled_ns, request_id, reply, line, turn)
         self.finishing.append(done)

@@ -50,6 +50,13 @@ def demo(  # noqa: PLR0917 - Typer options
         float | None,
         typer.Option(help="A level's new streams start spread over this many seconds (0: at once)."),
     ] = None,
+    drain_measured: Annotated[
+        bool | None,
+        typer.Option(
+            "--drain-measured/--no-drain-measured",
+            help="Hold each level's load until its measured requests have ended (default: on).",
+        ),
+    ] = None,
     ingress: Annotated[
         str | None,
         typer.Option(
@@ -116,6 +123,8 @@ def demo(  # noqa: PLR0917 - Typer options
             values[key] = value
     if ingress is not None:
         values["ingress"] = ingress
+    if drain_measured is not None:
+        values["drain_measured"] = drain_measured
     values["accuracy"] = accuracy
     if search:
         values["search_models"] = search

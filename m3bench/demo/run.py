@@ -108,6 +108,7 @@ def _profile(
             "warmup_s": settings.warmup_s,
             "ramp_s": settings.ramp_s,
             "measure_s": settings.measure_s,
+            "drain_measured": settings.drain_measured,
         },
         "sampling": {"by": "language"},
         # Every output the same length, so latency compares like with like (models stop anywhere from
@@ -132,6 +133,7 @@ def _probe_profile(settings: DemoSettings, file_sd: Path, seed: int) -> dict[str
         "warmup_s": settings.probe_warmup_s,
         "ramp_s": min(settings.ramp_s, settings.probe_warmup_s),
         "measure_s": settings.probe_measure_s,
+        "drain_measured": False,  # the probe counts tokens in its window; latencies are not used
     }
     profile["grading"] = {"enabled": False}  # the probe only counts requests
     return profile

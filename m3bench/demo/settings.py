@@ -69,6 +69,13 @@ class DemoSettings(BaseModel):
         "the convoy, not the load (docs/results/demo, 'Lockstep').",
     )
     measure_s: float = Field(default=12.0, gt=0)
+    drain_measured: bool = Field(
+        default=True,
+        description="Each level keeps its streams going until its measured requests have ended, before the "
+        "next level starts (loadgen's stage drain_measured). Without it the requests in flight at the end "
+        "of a 12 s window (a third of them at 10 streams) finished under the next, 2-3x higher level's "
+        "prefills: their TPOT doubled, and the level's p99 TPOT was the next level's (docs/results/demo).",
+    )
     generator_priority: Literal["default", "high", "realtime"] = Field(
         default="realtime",
         description="The load generator's scheduling: realtime (SCHED_FIFO, root or CAP_SYS_NICE) lets it "

@@ -261,3 +261,47 @@ def test_slo_search_finds_the_programmed_knee(tasks: Path, tmp_path: Path) -> No
             assert (tmp_path / "search" / run_dir / "records.jsonl").is_file()
         if abs(probe.rate - knee) > 0.5:  # away from the knee the verdict is the programmed one
             assert probe.verdict == ("pass" if probe.rate < knee else "fail")
+
+
+def _wall_s(record: Any, perf_ns: int) -> float:
+    """A record's perf-counter instant on the wall clock (workers are separate processes)."""
+    return (record.anchor_wall_ns + perf_ns - record.anchor_perf_ns) / 1e9
+
+
+@pytest.mark.parametrize("drain", [True, False])
+def test_drain_measured_holds_the_level_until_its_measured_requests_end(
+    tasks: Path, tmp_path: Path, drain: bool
+) -> None:
+    """Requests of 0.9-3.9 s (100 ms TTFT + 4-19 gaps of 200 ms) and a 1 s window that starts at once:
+    when it closes every stream is mid-request. With drain_measured the streams keep sending (cooldown)
+    until every measured request has ended, and the 12-stream stage starts after that; without it the
+    next stage starts at once and measured requests of the first end under its load (the control: the
+    assertion that fails without the mechanism)."""
+    profile = {
+        "mode": "closed",
+        "stages": [
+            {"concurrency": 4, "measure_s": 1.0, "drain_measured": drain},
+            {"concurrency": 12, "measure_s": 1.0},
+        ],
+        "request": {"max_tokens": TOKENS, "max_tokens_min": 5},
+        "grading": {"enabled": False},
+        "generator": {"workers": 2},
+    }
+    with calibration_server("--ttft-ms", "100", "--itl-ms", "200", "--realtime") as server:
+        result = run_load(calibration_config(server.url, tasks, tmp_path, profile))
+    records = list(read_records(result.records_path))
+    first = [r for r in records if r.stage_index == 0]
+    measured = [r for r in first if r.phase == "measure"]
+    next_start = min(_wall_s(r, r.sent_ns) for r in records if r.stage_index == 1)
+    late = [r for r in measured if _wall_s(r, r.end_ns) > next_start]
+    assert len(measured) >= 4
+    assert all(r.status == "ok" for r in first)
+    if drain:
+        assert late == []
+        # the level's load was held: streams whose request ended sent again while others were measured
+        assert [r for r in first if r.phase == "cooldown"]
+        # ... for no longer than the last measured request needed (+ the 50 ms watch, the master's tick)
+        last_end = max(_wall_s(r, r.end_ns) for r in measured)
+        assert next_start - last_end < 1.5
+    else:
+        assert late  # stage 1 started while stage 0's measured requests were streaming

@@ -118,6 +118,46 @@ def test_closed_loop_phases_split_the_count() -> None:
     assert phases.done(2.31)
 
 
+def test_a_drained_closed_loop_stage_waits_for_its_measured_requests() -> None:
+    plan = StagePlan(
+        index=0,
+        name="c",
+        mode="closed",
+        target=4,
+        previous_target=4,
+        ramp_s=0,
+        warmup_s=1.0,
+        measure_s=2.0,
+        measure_requests=None,
+        cooldown_s=0.5,
+        drain_measured=True,
+    )
+    phases = ClosedLoopPhases(plan, workers=1, worker_index=0, drain_limit_s=10.0)
+    assert phases.phase(1.5) == "measure"
+    phases.measuring = 1  # the worker counts the measure-phase request it sent
+    assert not phases.done(3.4)  # the cooldown is not over
+    assert phases.phase(3.6) == "cooldown"  # streams keep the load on
+    assert not phases.done(3.6)  # one measured request is still in flight
+    phases.measuring = 0
+    assert phases.done(3.6)
+    phases.measuring = 1
+    assert not phases.done(13.4)
+    assert phases.done(13.5)  # at most drain_limit_s past the cooldown
+    undrained = ClosedLoopPhases(
+        StagePlan(**{**plan.__dict__, "drain_measured": False}), workers=1, worker_index=0
+    )
+    undrained.measuring = 1
+    assert not undrained.done(3.4)
+    assert undrained.done(3.5)
+
+
+def test_drain_measured_is_refused_in_open_loop() -> None:
+    with pytest.raises(ValueError, match="drain_measured applies to closed-loop stages only"):
+        Profile.model_validate(
+            {"mode": "open", "stages": [{"rate": 1, "measure_s": 5, "drain_measured": True}]}
+        )
+
+
 def test_sweep_expands_to_named_plans_with_ramps() -> None:
     profile = Profile.model_validate(
         {"mode": "open", "sweep": {"rates": [1, 2.5], "ramp_s": 2, "warmup_s": 3, "measure_s": 5}}
