@@ -7,12 +7,18 @@ batch size). Unloaded, ``c`` streams would carry ``c * X(1)``, so the knee is ne
 
     c* = X(P) / X(1)      (streams needed to carry the throughput seen at P without queueing)
 
-and the sweep's levels are 1, c*, 2 c*, max(4 c*, 2 P) (rounded, distinct, at most
+and the sweep's levels are 1, c*, 2 c*, top = max(4 c*, 2 P) (rounded, distinct, at most
 ``max_concurrency``): two levels below or at the knee (where the SLOs hold), two past it (throughput flat:
 saturation; latency 4x the knee's, and at least twice the engine's batch in flight, so requests wait for a
 slot: the SLOs break), so the report gets both a capacity and an interpolated rate at SLO. When
 even ``P`` did not flatten (``X(P) / X(1)`` close to ``P``), the knee is at least ``P`` and the levels
 reach 4 P.
+
+The top level is also held to what its measure window can see (``window_cap``): past the knee a request
+lasts about ``c / X(P)`` (Little's law), and a level whose median request outlasts its window gets no
+throughput (loadgen.summary) and, with ``drain_measured``, holds the sweep for a whole request after the
+window. So ``top <= share * window * X(P)``; where that cap falls below 2 c*, the third level moves to
+halfway between c* and the top.
 """
 
 from __future__ import annotations
@@ -71,14 +77,26 @@ def knee(low: Probe, high: Probe) -> float | None:
     return max(1.0, high.throughput / per_stream)
 
 
-def choose_levels(knee_streams: float | None, probe_high: int, max_concurrency: int) -> list[int]:
+def window_cap(high: Probe, measure_s: float, share: float = 0.75) -> int | None:
+    """The most streams a level can have while its requests (about ``c / X(P)`` s each past the knee)
+    last at most ``share`` of its ``measure_s`` window; None without a probe throughput."""
+    if not high.throughput:
+        return None
+    return max(2, int(share * measure_s * high.throughput))
+
+
+def choose_levels(
+    knee_streams: float | None, probe_high: int, max_concurrency: int, cap: int | None = None
+) -> list[int]:
     """Levels around the knee (see the module's docstring); a failed probe falls back to a ladder up to
-    4x the probe's high level."""
+    4x the probe's high level. ``cap`` (``window_cap``) bounds the top level of a probed sweep."""
     if knee_streams is None:
         raw = [1.0, probe_high / 4, probe_high, 2.0 * probe_high, 4.0 * probe_high]
     else:
         top = max(4 * knee_streams, 2.0 * probe_high)  # past the engine's batch: requests queue, TTFT grows
-        raw = [1.0, knee_streams, 2 * knee_streams, top]
+        if cap is not None:
+            top = max(knee_streams, min(top, cap))
+        raw = [1.0, knee_streams, min(2 * knee_streams, (knee_streams + top) / 2), top]
     levels: list[int] = []
     for value in raw:
         level = min(max_concurrency, max(1, round(value)))

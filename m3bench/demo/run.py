@@ -515,7 +515,7 @@ class Demo:
         """The sweep's concurrency levels: fixed, or placed around the knee a quick probe found
         (``m3bench.demo.levels``); an N-replica sweep takes its model's 1-replica levels x N."""
         from loadgen.profile import Profile
-        from m3bench.demo.levels import choose_levels, knee, probe_rates, scaled
+        from m3bench.demo.levels import choose_levels, knee, probe_rates, scaled, window_cap
 
         settings = self.settings
         if settings.levels == "fixed":
@@ -534,11 +534,13 @@ class Demo:
             raise KeyboardInterrupt
         probes = probe_rates(result.run_dir, settings.probe_warmup_s, settings.probe_measure_s)
         streams = knee(probes[0], probes[-1]) if len(probes) == 2 else None
-        levels = choose_levels(streams, settings.probe_concurrency, settings.max_concurrency)
+        cap = window_cap(probes[-1], settings.measure_s) if probes else None
+        levels = choose_levels(streams, settings.probe_concurrency, settings.max_concurrency, cap)
         self.probes[model] = {
             "run_dir": str(result.run_dir.relative_to(self.results)),
             "throughput": {str(pr.concurrency): pr.throughput for pr in probes},
             "knee_streams": None if streams is None else round(streams, 2),
+            "window_cap": cap,
             "levels": levels,
         }
         rates = ", ".join(f"{pr.throughput or 0:.2f} req/s at {pr.concurrency}" for pr in probes)

@@ -78,6 +78,23 @@ def test_probe_places_levels_around_the_knee() -> None:
     assert scaled([1, 5, 10, 32], 2, 96) == [2, 10, 20, 64]
 
 
+def test_the_top_level_fits_its_measure_window() -> None:
+    """2026-12-05 16:25 demo: tiny-llava-awq's probe (0.27 req/s at 1, 0.94 at 8 streams) gave [1, 3, 7, 16];
+    at 16 streams a request lasted about 16 / 0.94 = 17 s, longer than the 12 s window, so the 2-replica
+    sweep's 32-stream level had no throughput and held the sweep 19 s past its window."""
+    from m3bench.demo.levels import Probe, choose_levels, knee, window_cap
+
+    low, high = Probe(1, 0.27, 3), Probe(8, 0.94, 9)
+    streams = knee(low, high)
+    assert choose_levels(streams, 8, 96) == [1, 3, 7, 16]  # uncapped
+    cap = window_cap(high, 12.0)
+    assert cap == 8  # 0.75 * 12 s * 0.94 req/s = 8.5 streams: requests of about 9 s
+    assert choose_levels(streams, 8, 96, cap) == [1, 3, 6, 8]  # the third level halfway to the top
+    assert choose_levels(5.0, 16, 96, 40) == [1, 5, 10, 32]  # a cap above the top changes nothing
+    assert window_cap(Probe(8, None, 0), 12.0) is None
+    assert choose_levels(6.0, 8, 96, 3) == [1, 6]  # never below the knee
+
+
 def test_sweeps_run_the_generator_at_the_chosen_priority(tmp_path: Path) -> None:
     from m3bench.demo.run import _probe_profile, _profile
 
