@@ -44,16 +44,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import yaml  # noqa: E402
 
 from loadgen.calibration.tasks import write_calibration_tasks  # noqa: E402
 from loadgen.profile import Profile, RunConfig  # noqa: E402
-from loadgen.records import RequestRecord, read_records  # noqa: E402
+from loadgen.records import read_records  # noqa: E402
 from loadgen.run import RunResult, run_load  # noqa: E402
 from loadgen.summary_model import RunSummary  # noqa: E402
-from loadgen.timings import tpot_s, ttft_s  # noqa: E402
 from serving.stack.ports import port_is_free  # noqa: E402
 from serving.stack.smoke import chat_body, image_data_url, stream_chat  # noqa: E402
 
@@ -282,29 +280,29 @@ def run_stage(
     return run_load(config)
 
 
-def figures(records: list[RequestRecord], summary: RunSummary) -> dict[str, Any]:
-    """Output-token throughput as the load generator's summary states it (tokens that arrived in the
-    stage clock's measure window; loadgen.summary); latencies over the ok measure-phase requests."""
-    measured = [r for r in records if r.phase == "measure"]
-    ok = [r for r in measured if r.status == "ok"]
-    if not ok:
-        return {"requests": 0, "errors": len(measured)}
+def figures(summary: RunSummary) -> dict[str, Any]:
+    """The load generator's own figures of the run's one stage (loadgen.summary): output-token throughput
+    (tokens that arrived in the stage clock's measure window) and latency percentiles over the ok
+    measure-phase requests, in ms."""
     (stage,) = summary.stages
-    ttfts = [t for t in (ttft_s(r) for r in ok) if t is not None]
-    tpots = [t for t in (tpot_s(r) for r in ok) if t is not None]
-    ttft = np.percentile(ttfts, [50, 99]) * 1e3
-    tpot = np.percentile(tpots, [50, 99]) * 1e3 if tpots else [float("nan")] * 2
+    counts, latency = stage.counts, stage.latency_s
+    if not counts.ok:
+        return {"requests": 0, "errors": counts.measured}
+
+    def ms(value: float | None) -> float:
+        return float("nan") if value is None else value * 1e3
+
     return {
         "output_tokens_per_s": stage.throughput.output_tokens_per_s,
         # the formula of the rows before 2026-12-05 13:00: measured requests' tokens / (last end - first
         # send), biased low by the drain tail when a request lasts a good part of the window
         "born_output_tokens_per_s": stage.throughput.born_output_tokens_per_s,
-        "ttft_p50_ms": float(ttft[0]),
-        "ttft_p99_ms": float(ttft[1]),
-        "tpot_p50_ms": float(tpot[0]),
-        "tpot_p99_ms": float(tpot[1]),
-        "requests": len(ok),
-        "errors": len(measured) - len(ok),
+        "ttft_p50_ms": ms(latency.ttft.p50),
+        "ttft_p99_ms": ms(latency.ttft.p99),
+        "tpot_p50_ms": ms(latency.tpot.p50),
+        "tpot_p99_ms": ms(latency.tpot.p99),
+        "requests": counts.ok,
+        "errors": counts.measured - counts.ok,
     }
 
 
@@ -331,7 +329,7 @@ def measure(
         tokens = sum(r.output_tokens or 0 for r in records if r.status == "ok")  # the whole run, as the CPU
         per_k = {g: round(1e3 * s / tokens, 3) for g, s in sorted(used.items())} if tokens else {}
         per_k["ingress_path"] = round(sum(per_k.get(g, 0.0) for g in INGRESS_PATH), 3)
-        row = {"mode": name, "concurrency": concurrency, **figures(records, result.summary)}
+        row = {"mode": name, "concurrency": concurrency, **figures(result.summary)}
         row["cpu_s_per_1k_tokens"] = per_k
         row["cpu_s"] = {g: round(s, 1) for g, s in sorted(used.items())}
         row["load_avg_1m"] = round(os.getloadavg()[0], 2)
