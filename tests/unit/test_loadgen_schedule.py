@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from dataclasses import replace
 
 import pytest
 
@@ -28,11 +29,14 @@ def _plan(
     measure: float | None = 10.0,
     count: int | None = None,
     cooldown: float = 0.0,
+    closed: bool = False,
+    drain: bool = False,
 ) -> StagePlan:
+    """One stage's plan: open loop at ``rate`` requests/s, or with ``closed`` that many streams."""
     return StagePlan(
         index=0,
         name="s",
-        mode="open",
+        mode="closed" if closed else "open",
         target=rate,
         previous_target=rate if previous is None else previous,
         ramp_s=ramp,
@@ -40,6 +44,7 @@ def _plan(
         measure_s=measure,
         measure_requests=count,
         cooldown_s=cooldown,
+        drain_measured=drain,
     )
 
 
@@ -98,18 +103,7 @@ def test_open_loop_phases_by_time_and_count() -> None:
 
 
 def test_closed_loop_phases_split_the_count() -> None:
-    plan = StagePlan(
-        index=0,
-        name="c",
-        mode="closed",
-        target=4,
-        previous_target=4,
-        ramp_s=0,
-        warmup_s=1.0,
-        measure_s=None,
-        measure_requests=5,
-        cooldown_s=1.0,
-    )
+    plan = _plan(4, warmup=1.0, measure=None, count=5, cooldown=1.0, closed=True)
     assert [share(5, 2, i) for i in range(2)] == [3, 2]
     phases = ClosedLoopPhases(plan, workers=2, worker_index=1)
     assert phases.phase(0.5) == "warmup"
@@ -119,19 +113,7 @@ def test_closed_loop_phases_split_the_count() -> None:
 
 
 def test_a_drained_closed_loop_stage_waits_for_its_measured_requests() -> None:
-    plan = StagePlan(
-        index=0,
-        name="c",
-        mode="closed",
-        target=4,
-        previous_target=4,
-        ramp_s=0,
-        warmup_s=1.0,
-        measure_s=2.0,
-        measure_requests=None,
-        cooldown_s=0.5,
-        drain_measured=True,
-    )
+    plan = _plan(4, warmup=1.0, measure=2.0, cooldown=0.5, closed=True, drain=True)
     phases = ClosedLoopPhases(plan, workers=1, worker_index=0, drain_limit_s=10.0)
     assert phases.phase(1.5) == "measure"
     phases.measuring = 1  # the worker counts the measure-phase request it sent
@@ -143,9 +125,7 @@ def test_a_drained_closed_loop_stage_waits_for_its_measured_requests() -> None:
     phases.measuring = 1
     assert not phases.done(13.4)
     assert phases.done(13.5)  # at most drain_limit_s past the cooldown
-    undrained = ClosedLoopPhases(
-        StagePlan(**{**plan.__dict__, "drain_measured": False}), workers=1, worker_index=0
-    )
+    undrained = ClosedLoopPhases(replace(plan, drain_measured=False), workers=1, worker_index=0)
     undrained.measuring = 1
     assert not undrained.done(3.4)
     assert undrained.done(3.5)
