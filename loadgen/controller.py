@@ -101,8 +101,9 @@ class Controller:
         else:
             plan = self.plans[self.current]
             elapsed = now - self.stage_started
-            drain_s = self.profile.request.timeout_s if plan.drain_measured else 0.0  # its longest hold
-            overran = plan.planned_s is not None and elapsed > plan.planned_s + LEAD_S + OVERRUN_S + drain_s
+            overran = (
+                plan.planned_s is not None and elapsed > plan.planned_s + plan.hold_s + LEAD_S + OVERRUN_S
+            )
             stalled = now - self.last_record_at > self.profile.request.timeout_s + OVERRUN_S
             if self.done >= self.expected or overran or (stalled and elapsed > (plan.planned_s or 0)):
                 if overran or not self.done >= self.expected:

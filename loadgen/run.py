@@ -283,8 +283,7 @@ def _planned_s(config: RunConfig) -> float:
 
     total = 0.0
     for plan in build_plans(config.profile):
-        total += plan.planned_s if plan.planned_s is not None else 3600.0
-        total += config.profile.request.timeout_s if plan.drain_measured else 0.0  # its longest hold
+        total += (plan.planned_s if plan.planned_s is not None else 3600.0) + plan.hold_s
     return total
 
 

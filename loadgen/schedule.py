@@ -36,7 +36,14 @@ class StagePlan:
     cooldown_s: float
     trace: TraceSpec | None = None  # a trace stage: one arrival per row (loadgen.traces.replay)
     sessions: SessionSpec | None = None  # a session stage: each arrival starts a conversation
-    drain_measured: bool = False  # closed loop: hold the load until the measured requests have ended
+    # closed loop, the stage's drain_measured: hold the load until its measured requests have ended, at
+    # most this long (the request timeout) past the cooldown; None: no hold
+    drain_limit_s: float | None = None
+
+    @property
+    def hold_s(self) -> float:
+        """The longest the stage may run past its plan while its measured requests end."""
+        return self.drain_limit_s or 0.0
 
     @property
     def planned_s(self) -> float | None:
@@ -68,7 +75,7 @@ def build_plans(profile: Profile) -> list[StagePlan]:
                 measure_requests=stage.measure_requests,
                 cooldown_s=stage.cooldown_s,
                 sessions=stage.sessions,
-                drain_measured=stage.drain_measured,
+                drain_limit_s=profile.request.timeout_s if stage.drain_measured else None,
             )
         )
         previous = target
@@ -184,13 +191,11 @@ class OpenLoopPhases:
 
 
 class ClosedLoopPhases:
-    """Phase of each send of one worker in a closed-loop stage. With ``plan.drain_measured`` the stage
-    is not done while a measure-phase request of this worker is in flight (``measuring``, kept by the
-    worker), at most ``drain_limit_s`` past the measure window and cooldown."""
+    """Phase of each send of one worker in a closed-loop stage. With ``plan.drain_limit_s`` the stage is
+    not done while a measure-phase request of this worker is in flight (``measuring``, kept by the
+    worker), at most that long past the measure window and cooldown."""
 
-    def __init__(
-        self, plan: StagePlan, workers: int, worker_index: int, drain_limit_s: float = 300.0
-    ) -> None:
+    def __init__(self, plan: StagePlan, workers: int, worker_index: int) -> None:
         self.plan = plan
         self.quota = (
             None if plan.measure_requests is None else share(plan.measure_requests, workers, worker_index)
@@ -198,7 +203,6 @@ class ClosedLoopPhases:
         self.sent_measured = 0
         self.measure_end_s: float | None = None
         self.measuring = 0  # measure-phase requests in flight
-        self.drain_limit_s = drain_limit_s
 
     def _measure_over(self, elapsed_s: float) -> bool:
         plan = self.plan
@@ -220,7 +224,7 @@ class ClosedLoopPhases:
         return "measure"
 
     def done(self, elapsed_s: float) -> bool:
-        """True once measuring is over and the cooldown has passed (and, with ``drain_measured``, the
+        """True once measuring is over and the cooldown has passed (and, with ``drain_limit_s``, the
         measured requests have ended)."""
         if elapsed_s < self.plan.warmup_s or not self._measure_over(elapsed_s):
             return False
@@ -228,4 +232,5 @@ class ClosedLoopPhases:
         after = elapsed_s - self.measure_end_s - self.plan.cooldown_s
         if after < 0:
             return False
-        return not self.plan.drain_measured or self.measuring <= 0 or after >= self.drain_limit_s
+        limit = self.plan.drain_limit_s
+        return limit is None or self.measuring <= 0 or after >= limit

@@ -174,11 +174,7 @@ class WorkerRuntime:
             start_ns=start_ns,
             workers=workers,
             position=position,
-            closed=(
-                ClosedLoopPhases(plan, workers, position, self.profile.request.timeout_s)
-                if plan.mode == "closed"
-                else None
-            ),
+            closed=ClosedLoopPhases(plan, workers, position) if plan.mode == "closed" else None,
             opened=OpenLoopPhases(plan) if plan.mode == "open" else None,
             cpu_at_start=_cpu_s(),
             runqueue_at_start=_runqueue_wait_ns() or 0,

@@ -30,7 +30,7 @@ def _plan(
     count: int | None = None,
     cooldown: float = 0.0,
     closed: bool = False,
-    drain: bool = False,
+    drain: float | None = None,
 ) -> StagePlan:
     """One stage's plan: open loop at ``rate`` requests/s, or with ``closed`` that many streams."""
     return StagePlan(
@@ -44,7 +44,7 @@ def _plan(
         measure_s=measure,
         measure_requests=count,
         cooldown_s=cooldown,
-        drain_measured=drain,
+        drain_limit_s=drain,
     )
 
 
@@ -113,8 +113,8 @@ def test_closed_loop_phases_split_the_count() -> None:
 
 
 def test_a_drained_closed_loop_stage_waits_for_its_measured_requests() -> None:
-    plan = _plan(4, warmup=1.0, measure=2.0, cooldown=0.5, closed=True, drain=True)
-    phases = ClosedLoopPhases(plan, workers=1, worker_index=0, drain_limit_s=10.0)
+    plan = _plan(4, warmup=1.0, measure=2.0, cooldown=0.5, closed=True, drain=10.0)
+    phases = ClosedLoopPhases(plan, workers=1, worker_index=0)
     assert phases.phase(1.5) == "measure"
     phases.measuring = 1  # the worker counts the measure-phase request it sent
     assert not phases.done(3.4)  # the cooldown is not over
@@ -125,10 +125,26 @@ def test_a_drained_closed_loop_stage_waits_for_its_measured_requests() -> None:
     phases.measuring = 1
     assert not phases.done(13.4)
     assert phases.done(13.5)  # at most drain_limit_s past the cooldown
-    undrained = ClosedLoopPhases(replace(plan, drain_measured=False), workers=1, worker_index=0)
+    undrained = ClosedLoopPhases(replace(plan, drain_limit_s=None), workers=1, worker_index=0)
     undrained.measuring = 1
     assert not undrained.done(3.4)
     assert undrained.done(3.5)
+
+
+def test_a_drained_stage_holds_at_most_the_request_timeout() -> None:
+    profile = Profile.model_validate(
+        {
+            "mode": "closed",
+            "stages": [
+                {"concurrency": 2, "measure_s": 5, "drain_measured": True},
+                {"concurrency": 4, "measure_s": 5},
+            ],
+            "request": {"timeout_s": 120},
+        }
+    )
+    drained, plain = build_plans(profile)
+    assert (drained.drain_limit_s, drained.hold_s) == (120, 120)
+    assert (plain.drain_limit_s, plain.hold_s) == (None, 0.0)
 
 
 def test_drain_measured_is_refused_in_open_loop() -> None:
