@@ -1,4 +1,5 @@
-"""`m3bench demo --search`: which served models may be searched, and the search profile it runs."""
+"""`m3bench demo --search`: which served models may be searched, and the search profile it runs; the
+sweeps' load seeds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from loadgen.profile import Profile
-from m3bench.demo.run import _search_profile
+from m3bench.demo.run import _search_profile, sweep_seeds
 from m3bench.demo.settings import DemoSettings
 
 
@@ -34,3 +35,9 @@ def test_search_profile_holds_the_ttft_slo_at_the_stated_percentile(tmp_path: Pa
     assert profile.search.resolution == settings.search_resolution
     assert profile.request.max_tokens == settings.max_tokens  # the sweeps' requests, fixed length
     assert profile.request.extra_body == {"ignore_eos": True}
+
+
+def test_an_n_replica_sweep_draws_its_models_first_sequence() -> None:
+    targets = [("a", "a", 1), ("b", "b", 1), ("c", "c", 1), ("a-x2", "a", 2)]
+    assert sweep_seeds(targets) == [1, 2, 3, 1]
+    assert sweep_seeds([("a", "a", 1), ("b", "b", 1)]) == [1, 2]  # without a scale model: each its own
