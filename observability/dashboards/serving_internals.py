@@ -35,8 +35,20 @@ def _per_replica(aggregation: str, metric: server.ServerMetric) -> str:
     return f"{aggregation} by ({PER_REPLICA}) ({metric.name}{VLLM})"
 
 
+def _counted(metric: server.ServerMetric) -> str:
+    """What a counter counted inside the window: its last minus its first sample there, per series."""
+    series = f"{metric.name}{VLLM}[{RATE_INTERVAL}]"
+    return f"sum by ({server.MODEL_LABEL}) (max_over_time({series}) - min_over_time({series}))"
+
+
 def _hit_ratio(hits: server.ServerMetric, queries: server.ServerMetric) -> str:
-    return f"{_rate(hits)} / ({_rate(queries)} > 0)"
+    """hits / queries over the window, from the samples alone. Not rate() / rate(): rate extrapolates each
+    series to the window's edges by its own first value and sample spacing, and the hits series starts
+    later than the queries series (Ray exports a counter after its first increment), so the two are
+    stretched differently. With a true ratio near 1 (a task set asked again and again) that read 1.34 in
+    the observability test of 2026-12-05. A counter reset inside the window (the metrics agent restarted)
+    overstates its side for that window."""
+    return f"{_counted(hits)} / ({_counted(queries)} > 0)"
 
 
 def build() -> sdk.Dashboard:
