@@ -24,6 +24,8 @@ from m3bench.report.sweeps import LoadedSweep
 REPORT_SCHEMA_VERSION = 1
 VERDICT_KEYS = ("pass", "fail", "error", "timeout", "ungraded", "graded")
 PLANNING_NOTES = {
+    "saturated": "the SLOs held up to saturation: the per-replica rate is the capacity, so the headroom is "
+    "the only margin against queueing",
     "lower_bound": "the per-replica rate is a lower bound, so the replica count is an upper bound",
     "below_range": "no measured level meets the SLOs: sweep lower loads or relax the SLOs",
     "no_levels": "no valid load level to plan from",
@@ -123,7 +125,7 @@ def analyze_sweep(sweep: LoadedSweep, options: ReportOptions) -> dict[str, Any]:
     levels = planned_levels(sweep, options)
     entry = sweep.entry
     saturation = planner.saturation(levels, options.saturation_follow, options.saturation_elasticity)
-    sustainable = planner.sustainable_rate(levels, slos)
+    sustainable = planner.sustainable_rate(levels, slos, saturated=saturation.reached)
     tokens = planner.tokens_per_request(levels)
     price = _price(sweep, options)
     accelerators = entry.accelerators_per_replica * entry.replicas
@@ -161,6 +163,7 @@ def analyze_sweep(sweep: LoadedSweep, options: ReportOptions) -> dict[str, Any]:
             "first_fail": sustainable.first_fail,
             "limiting": list(sustainable.limiting),
             "fraction": sustainable.fraction,
+            "recovered": list(sustainable.recovered),
         },
         "tokens_per_request": quantity(tokens, "tokens", FORMULAS["tokens_per_request"]),
         "cost_per_million_at_slo": quantity(
@@ -276,6 +279,11 @@ def _caveat(side: str, what: str, key: str, sweep: dict[str, Any]) -> str | None
         return f"the {side} {what} is a lower bound (every level met the SLOs)"
     if bound in ("below_range", "no_levels"):
         return f"the {side} sweep has no {what}: {sweep['sustainable']['note']}"
+    if recovered := sweep["sustainable"]["recovered"]:
+        return (
+            f"the {side} {what} comes from a break at {sweep['sustainable']['first_fail']} that higher "
+            f"levels ({', '.join(recovered)}) do not repeat"
+        )
     return None
 
 

@@ -29,7 +29,9 @@ FORMULAS = {
         "levels sorted by offered load; k = last level such that levels 0..k all meet every SLO; "
         "X* = max throughput of levels 0..k; f = min over the SLOs level k+1 breaks of "
         "(limit - v_k) / (v_k+1 - v_k) (latency and accuracy assumed linear between levels); "
-        "rate = X* + f * max(0, X_k+1 - X*); if every level meets the SLOs, rate = X* is a lower bound"
+        "rate = X* + f * max(0, X_k+1 - X*); if every level meets the SLOs, rate = X*: the capacity when "
+        "the sweep saturated (the SLOs do not bind below it), else a lower bound; levels above k+1 that meet "
+        "every SLO again are named (recovered): the crossing is not resolved"
     ),
     "replicas": "ceil(target_rate * (1 + headroom) / (rate_per_replica * scaling_efficiency))",
     "predicted_rate": "N * rate_at_slo(1 replica) * scaling_efficiency (linear scaling model)",
@@ -173,7 +175,7 @@ def saturation(levels: Sequence[Level], follow: float = 0.9, elasticity: float =
     return Saturation(False, None, None, capacity, rule)
 
 
-Bound = Literal["interpolated", "lower_bound", "below_range", "no_levels"]
+Bound = Literal["interpolated", "saturated", "lower_bound", "below_range", "no_levels"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,9 @@ class Sustainable:
     limiting: tuple[str, ...] = ()  # SLOs that level k+1 breaks
     fraction: float | None = None  # f
     failures: dict[str, list[str]] = field(default_factory=dict)  # stage -> broken SLOs
+    # levels above the first break that meet every SLO again: the break does not mark a crossing (a p99 of a
+    # few requests, one slow request among them); the rate stays the conservative one, flagged
+    recovered: tuple[str, ...] = ()
 
 
 def _fraction(before: Check, after: Check) -> float:
@@ -196,8 +201,13 @@ def _fraction(before: Check, after: Check) -> float:
     return min(1.0, max(0.0, (before.limit - before.value) / (after.value - before.value)))
 
 
-def sustainable_rate(levels: Sequence[Level], slos: Slos) -> Sustainable:
-    """Interpolated highest rate meeting every SLO (formula: ``FORMULAS['sustainable_rate']``)."""
+def sustainable_rate(levels: Sequence[Level], slos: Slos, *, saturated: bool = False) -> Sustainable:
+    """Interpolated highest rate meeting every SLO (formula: ``FORMULAS['sustainable_rate']``).
+
+    ``saturated``: the sweep reached saturation (``saturation(levels).reached``). When every level meets the
+    SLOs, the saturated ones included, more load adds queueing, not throughput: the rate is the capacity
+    (bound ``saturated``), not a lower bound that a higher sweep could raise. (An open-loop level that
+    saturates breaks the throughput / offered SLO, so this happens in closed loops only.)"""
     ordered = sorted_levels(levels)
     if not ordered:
         return Sustainable(None, "no_levels", "no valid load level to plan from")
@@ -209,15 +219,36 @@ def sustainable_rate(levels: Sequence[Level], slos: Slos) -> Sustainable:
     last_ok = -1
     while last_ok + 1 < len(ordered) and not failures[ordered[last_ok + 1].stage]:
         last_ok += 1
+    recovered = tuple(level.stage for level in ordered[last_ok + 2 :] if not failures[level.stage])
+    again = (
+        f"; {', '.join(recovered)} above it meet the SLOs again: the crossing is not resolved"
+        if recovered
+        else ""
+    )
     if last_ok < 0:
         first = ordered[0]
         broken = ", ".join(failures[first.stage])
-        note = f"no measured level meets the SLOs: the lowest ({first.stage}) breaks {broken}"
+        note = f"no measured level meets the SLOs: the lowest ({first.stage}) breaks {broken}{again}"
         return Sustainable(
-            None, "below_range", note, None, first.stage, tuple(failures[first.stage]), None, failures
+            None,
+            "below_range",
+            note,
+            None,
+            first.stage,
+            tuple(failures[first.stage]),
+            None,
+            failures,
+            recovered,
         )
     best = max(level.throughput or 0.0 for level in ordered[: last_ok + 1])
     if last_ok == len(ordered) - 1:
+        if saturated:
+            note = (
+                "every measured level meets the SLOs, the saturated ones too: the SLOs do not bind below "
+                "capacity, so the rate is the capacity (a closed loop caps the queue; open-loop arrivals "
+                "this close to capacity queue: plan with headroom)"
+            )
+            return Sustainable(best, "saturated", note, ordered[last_ok].stage, None, (), None, failures)
         note = "every measured level meets the SLOs: the rate is a lower bound (sweep higher to find it)"
         return Sustainable(best, "lower_bound", note, ordered[last_ok].stage, None, (), None, failures)
     before, after = ordered[last_ok], ordered[last_ok + 1]
@@ -225,8 +256,12 @@ def sustainable_rate(levels: Sequence[Level], slos: Slos) -> Sustainable:
     fraction = min(_fraction(b, a) for b, a in pairs)
     rate = best + fraction * max(0.0, (after.throughput or 0.0) - best)
     limiting = tuple(a.name for b, a in pairs if math.isclose(_fraction(b, a), fraction, abs_tol=1e-12))
-    note = f"between {before.stage} (meets) and {after.stage} (breaks {', '.join(failures[after.stage])})"
-    return Sustainable(rate, "interpolated", note, before.stage, after.stage, limiting, fraction, failures)
+    note = (
+        f"between {before.stage} (meets) and {after.stage} (breaks {', '.join(failures[after.stage])}){again}"
+    )
+    return Sustainable(
+        rate, "interpolated", note, before.stage, after.stage, limiting, fraction, failures, recovered
+    )
 
 
 def tokens_per_request(levels: Sequence[Level]) -> float | None:

@@ -56,6 +56,7 @@ def _pp(value: float | None) -> str:
 def _bound(bound: str) -> str:
     return {
         "interpolated": "interpolated",
+        "saturated": "at capacity",
         "lower_bound": "lower bound",
         "below_range": "below the lowest level",
         "no_levels": "no valid level",

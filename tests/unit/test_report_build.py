@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from loadgen.records import RecordWriter
-from m3bench.report import ReportOptions, build_report, plots
+from m3bench.report import ReportOptions, analysis, build_report, plots
 from tests.support.records import bare_record
 
 MS = 1_000_000
@@ -244,3 +244,17 @@ def test_cli_renders(
     assert "html:" in printed
     doc = json.loads((tmp_path / "r/report.json").read_text())
     assert doc["options"]["min_accuracy"] == 0.4
+
+
+def test_which_rates_at_slo_weaken_a_planner_check() -> None:
+    def caveat(bound: str, recovered: tuple[str, ...] = ()) -> str | None:
+        sustainable = {"bound": bound, "note": "n", "first_fail": "s1-c3", "recovered": list(recovered)}
+        return analysis._caveat("2-replica", "rate at SLO", "sustainable", {"sustainable": sustainable})
+
+    assert caveat("saturated") is None
+    assert caveat("interpolated") is None
+    assert "lower bound" in str(caveat("lower_bound"))
+    # a break at 3 streams that 5 and 8 streams do not repeat does not decide a check
+    assert "break at s1-c3 that higher levels (s2-c5, s3-c8) do not repeat" in str(
+        caveat("interpolated", ("s2-c5", "s3-c8"))
+    )

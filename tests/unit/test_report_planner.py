@@ -58,6 +58,33 @@ def test_every_level_meeting_the_slo_gives_a_lower_bound() -> None:
     assert "lower bound" in result.note
 
 
+def test_every_level_meeting_the_slo_up_to_saturation_gives_the_capacity() -> None:
+    # 1 -> 1.0, 2 -> 1.9, 4 -> 2.0 req/s: elasticity at 4 = (0.1 / 1.9) / (2 / 2) = 0.05 < 0.5, saturated
+    levels = [*CLOSED[:2], level(4, 2.0, ttft_p99=0.5)]
+    reached = saturation(levels)
+    assert (reached.reached, reached.stage, reached.capacity) == (True, "s-4", 2.0)
+    result = sustainable_rate(levels, Slos(ttft_p99_s=1.0), saturated=reached.reached)
+    assert (result.bound, result.rate, result.last_ok) == ("saturated", 2.0, "s-4")
+    assert "do not bind below capacity" in result.note
+    # a level that breaks an SLO still decides, saturated or not: (0.3 - 0.2) / (0.5 - 0.2) = 1/3 of the way
+    broken = sustainable_rate(levels, Slos(ttft_p99_s=0.3), saturated=True)
+    assert (broken.bound, broken.rate) == ("interpolated", pytest.approx(1.9 + 0.1 / 3))
+
+
+def test_a_break_that_higher_levels_do_not_repeat_is_named() -> None:
+    # s-2 breaks p99 TTFT (0.6 > 0.3), s-4 and s-6 meet it again: rate from the first break, flagged
+    levels = [
+        level(1, 1.0, ttft_p99=0.1),
+        level(2, 1.9, ttft_p99=0.6),
+        *[level(c, 2.5, ttft_p99=0.2) for c in (4, 6)],
+    ]
+    result = sustainable_rate(levels, Slos(ttft_p99_s=0.3))
+    assert (result.bound, result.first_fail, result.recovered) == ("interpolated", "s-2", ("s-4", "s-6"))
+    assert result.rate == pytest.approx(1.0 + 0.4 * 0.9)  # f = (0.3 - 0.1) / (0.6 - 0.1)
+    assert "meet the SLOs again" in result.note
+    assert sustainable_rate(CLOSED, Slos(ttft_p99_s=0.3)).recovered == ()  # a clean crossing
+
+
 def test_no_level_meeting_the_slo_gives_no_rate() -> None:
     result = sustainable_rate(CLOSED, Slos(ttft_p99_s=0.05))
     assert (result.bound, result.rate, result.first_fail) == ("below_range", None, "s-1")
