@@ -82,6 +82,7 @@ class RawReply:
     error_kind: ErrorKind | None = None
     error: str = ""
     reused_connection: bool = False
+    connect_ns: int | None = None  # opening a new connection, just before sent_ns; None when one was reused
 
 
 class Connection:
@@ -152,6 +153,7 @@ def exchange(pool: ConnectionPool, request: bytes, timeout_s: float) -> RawReply
     timer = gevent.Timeout(timeout_s, ExchangeTimeoutError)
     timer.start()
     conn: Connection | None = None
+    taken_ns = _perf()  # a stale kept-alive connection's failed try counts into the new one's connect_ns
     try:
         for attempt in (0, 1):
             try:
@@ -164,6 +166,8 @@ def exchange(pool: ConnectionPool, request: bytes, timeout_s: float) -> RawReply
                 reply.sent_ns = reply.end_ns = _perf()
                 return reply
             reply.reused_connection = conn.used > 0
+            if not reply.reused_connection:
+                reply.connect_ns = _perf() - taken_ns
             _run(conn, request, reply)
             # A kept-alive connection the server closed while idle fails before any reply byte: retry once.
             stale = reply.error_kind == "disconnect" and reply.status is None and reply.reused_connection

@@ -49,6 +49,11 @@ class RequestRecord(BaseModel):
         default=None, description="Open loop: the absolute target send time. Closed loop: None."
     )
     sent_ns: int = Field(description="Taken just before the request bytes were written.")
+    connect_ns: int | None = Field(
+        default=None,
+        description="Opening a new connection, just before sent_ns (so inside an open loop's schedule lag); "
+        "None when a kept-alive connection was reused.",
+    )
     first_token_ns: int | None = Field(default=None, description="Arrival of the first content token.")
     end_ns: int = Field(description="Arrival of the last byte (or the moment the failure was seen).")
     chunk_offsets_ns: list[int] = Field(

@@ -385,6 +385,7 @@ class WorkerRuntime:
             language=task.natural_language,
             scheduled_ns=scheduled_ns,
             sent_ns=reply.sent_ns,
+            connect_ns=reply.connect_ns,
             first_token_ns=first,
             end_ns=max(reply.end_ns, reply.sent_ns),
             chunk_offsets_ns=[t - reply.sent_ns for t in parsed.content_ns],

@@ -95,7 +95,12 @@ def test_closed_loop_matches_the_program_at_1_and_64_streams(tasks: Path, tmp_pa
     for line in timing_log.read_text().splitlines():
         request_id, _received, first_sent, _end = line.split()
         sent_by_server[request_id] = int(first_sent)
-    records = [r for r in read_records(result.records_path) if r.phase == "measure"]  # what validity covers
+    every = read_records(result.records_path)
+    # kept-alive connections: a stream opens one at most once (1 + 64 streams), and says how long it took
+    opened = [r.connect_ns for r in every if r.connect_ns is not None]
+    assert 1 <= len(opened) <= 1 + 64 < len(every)
+    assert all(ns > 0 for ns in opened)
+    records = [r for r in every if r.phase == "measure"]  # what validity covers
     # first tokens read late together with the second are upper bounds (at most 1 % in a valid stage); a
     # prompt read that found both (the server sent them together) is exact
     exact = [r for r in records if first_read(r, Generator().max_read_delay_s) != "client_late"]

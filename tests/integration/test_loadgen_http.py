@@ -44,6 +44,7 @@ def test_stream_timing_matches_the_program_and_connections_are_reused() -> None:
             assert parsed.status == "ok", parsed.error
             assert reply.kernel_stamps
             assert reply.reused_connection == (attempt > 0)
+            assert (reply.connect_ns is not None and reply.connect_ns > 0) == (attempt == 0)
             offsets_ms = [(t - reply.sent_ns) / 1e6 for t in parsed.content_ns]
             # never before the server's schedule (40, 48, ... ms); a descheduled reader can only see later
             assert all(at >= 40 + 8 * k for k, at in enumerate(offsets_ms))
